@@ -1,0 +1,60 @@
+"""The exception hierarchy.
+
+``OrchestraError`` is the root. ``UserError`` means a configuration mistake that is caught
+before any model is called; its message quotes the bad value and names the fix.
+``RunError`` and its subclasses happen while a run executes.
+
+Exceptions never log; only the CLI formats them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OrchestraError",
+    "UserError",
+    "RunError",
+    "BackendError",
+    "BudgetExceeded",
+    "RoutingError",
+]
+
+
+class OrchestraError(Exception):
+    """Base class of every error raised by orchestra."""
+
+
+class UserError(OrchestraError, ValueError):
+    """Bad configuration or input, detected before any model is called.
+
+    The message says what was expected, what was got (quoted with ``!r``) and how to fix it.
+    """
+
+
+class RunError(OrchestraError, RuntimeError):
+    """Something failed while a run was executing."""
+
+
+class BackendError(RunError):
+    """A model provider call failed (after retries). Wraps the provider's exception once.
+
+    Attributes:
+        model: the litellm model id that was called.
+        transient: whether the cause looked transient (rate limit, timeout, 5xx).
+    """
+
+    def __init__(self, message: str, *, model: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.model = model
+        self.transient = transient
+
+
+class BudgetExceeded(RunError):
+    """A reservation did not fit in what is left of the budget."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class RoutingError(RunError):
+    """A policy returned an invalid action (unknown agent/model, empty route, ...)."""

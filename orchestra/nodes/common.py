@@ -1,0 +1,106 @@
+"""Helpers shared by the nodes: building the policy's view, reserving and settling calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from orchestra.backends.base import CompletionRequest
+from orchestra.budget import CallCost, Reservation, max_output_that_fits
+from orchestra.policies.base import CallView, RoundView, RunView
+from orchestra.spec import ModelSpec
+from orchestra.state import RunContext, RunState
+
+__all__ = ["build_view", "budget_dict", "plan_call", "call_record", "new_call_id"]
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def budget_dict(ctx: RunContext) -> dict[str, Any]:
+    """What is left of the budget, as JSON for events."""
+    return dataclasses.asdict(ctx.ledger.left())
+
+
+def build_view(state: RunState, ctx: RunContext) -> RunView:
+    """The frozen view a policy decides from."""
+    rounds = []
+    calls = state.get("calls") or []
+    for r in state.get("rounds") or []:
+        cv = tuple(
+            CallView(
+                agent=c["agent"], model=c["model"], prompt=c.get("prompt", ""),
+                output=c.get("output", ""), cost_usd=c["cost_usd"],
+                input_tokens=c["input_tokens"], output_tokens=c["output_tokens"],
+                latency_s=c["latency_s"], error=c.get("error"),
+            )
+            for c in calls
+            if c["round"] == r["index"] and c["role"] == "route"
+        )
+        rounds.append(RoundView(index=r["index"], calls=cv, answer=r.get("answer") or "",
+                                refiner=r.get("refiner", ""), conflicts=r.get("conflicts")))
+    return RunView(
+        query=state["query"],
+        history=tuple(state.get("history") or ()),
+        rounds=tuple(rounds),
+        notes=tuple(state.get("notes") or ()),
+        budget_left=ctx.ledger.left(),
+        pool=ctx.pool,
+        round=len(rounds),
+        think_steps=state.get("think_steps", 0),
+        meta=dict(state.get("meta") or {}),
+    )
+
+
+def plan_call(ctx: RunContext, model: ModelSpec, messages: list[dict[str, Any]],
+              want_max_tokens: int, meta: dict[str, Any]) -> tuple[int, CallCost] | str:
+    """The max_tokens and worst-case cost of a call that fits what is left, or the name of the
+    limit that leaves no room for it.
+
+    ``max_tokens`` is shrunk to what the budget allows, but never below the context's
+    ``min_output_tokens`` (a call that cannot say anything useful is not sent).
+    """
+    prompt_tokens = ctx.backend.prompt_tokens_bound(model, messages)
+    in_price, out_price = model.input_price or 0.0, model.output_price or 0.0
+    cap = min(want_max_tokens, model.max_output_tokens, model.context_window - prompt_tokens)
+    if cap <= 0:
+        return "context"
+    left = ctx.ledger.left()
+    fit = max_output_that_fits(left.usd, left.tokens, prompt_tokens, in_price, out_price, cap)
+    floor = min(ctx.min_output_tokens, cap)
+    if fit < floor:
+        if left.usd is not None and (prompt_tokens * in_price + floor * out_price) / 1e6 > left.usd:
+            return "usd"
+        return "tokens" if left.tokens is not None else "usd"
+    exact = ctx.backend.cost_bound(model, messages, fit, meta)
+    usd = exact if exact is not None else (prompt_tokens * in_price + fit * out_price) / 1e6
+    return fit, CallCost(usd=usd, input_tokens=prompt_tokens, output_tokens=fit)
+
+
+def request_for(ctx: RunContext, model: ModelSpec, call: dict[str, Any], meta: dict[str, Any],
+                tools: list[dict[str, Any]] | None) -> CompletionRequest:
+    timeout = model.timeout_s
+    secs = ctx.ledger.seconds_left()
+    if secs is not None:
+        timeout = max(0.001, min(timeout, secs))
+    return CompletionRequest(model=model, messages=call["messages"], max_tokens=call["max_tokens"],
+                             timeout_s=timeout, tools=tools, meta=meta)
+
+
+def reservation_of(call: dict[str, Any]) -> Reservation:
+    r = call["reservation"]
+    return Reservation(id=r["id"], cost=CallCost(**r["cost"]), label=call["call_id"])
+
+
+def call_record(call: dict[str, Any], *, output: str, input_tokens: int, output_tokens: int,
+                cost_usd: float, latency_s: float, error: str | None,
+                tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "call_id": call["call_id"], "round": call["round"], "role": call["role"],
+        "agent": call["agent"], "model": call["model"], "model_id": call["model_id"],
+        "prompt": call["prompt"], "output": output, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "cost_usd": cost_usd, "latency_s": latency_s,
+        "error": error, "tool_calls": tool_calls or [],
+    }

@@ -1,0 +1,98 @@
+"""The refine node: merge the round's outputs into the round's answer.
+
+``llm``: the refiner agent synthesises the outputs and says where they conflict (one call,
+reserved like any other; a round with a single output passes it through; when the budget leaves
+no room for the refiner, the vote decides and the trace says so). ``vote``: majority over extracted
+short answers, ties broken by the models' quality priors. ``last``: the last output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from orchestra.nodes.common import budget_dict, new_call_id, plan_call
+from orchestra.nodes.dispatch import run_call
+from orchestra.prompts import build_messages, parse_refined, refiner_prompt
+from orchestra.refiners import vote
+from orchestra.state import RunContext, RunState
+from orchestra.trace.events import Refined
+
+__all__ = ["refine_node"]
+
+
+def _vote(ctx: RunContext, ok: list[dict[str, Any]]) -> tuple[str, dict[str, int]]:
+    prio = [ctx.pool.model(c["model"]).quality or 0.0 for c in ok]
+    idx, counts = vote([c["output"] for c in ok], priority=prio)
+    return ok[idx]["output"], counts
+
+
+async def refine_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    rnd = len(state.get("rounds") or [])
+    calls = [c for c in state.get("calls") or [] if c["round"] == rnd and c["role"] == "route"]
+    answerers = {a.name for a in ctx.pool.agents if a.role == "answer"}
+    # Only answer-role agents propose answers; a verifier's reply is read by the policy instead.
+    ok = [c for c in calls if c["error"] is None and c["output"].strip() and c["agent"] in answerers]
+    kind = ctx.pool.refiner.kind
+    conflicts: str | None = None
+    votes: dict[str, int] = {}
+    extra: list[dict[str, Any]] = []
+    refiner_name = kind
+    if not ok:
+        answer = ""
+        refiner_name = "none"
+    elif len(ok) == 1 or kind == "last":
+        answer = ok[-1]["output"]
+        refiner_name = "pass" if len(ok) == 1 else "last"
+    elif kind == "vote":
+        answer, votes = _vote(ctx, ok)
+    else:
+        answer, conflicts, votes, extra, refiner_name = await _llm_refine(ctx, state, rnd, ok)
+
+    ctx.ledger.end_round()
+    cost = sum(c["cost_usd"] for c in extra)
+    ctx.emitter.emit(Refined(
+        run_id=ctx.run_id, round=rnd, refiner=refiner_name,
+        inputs=[{"agent": c["agent"], "model": c["model"], "output": c["output"]} for c in ok],
+        output=answer, conflicts=conflicts, votes=votes, cost_usd=cost,
+        budget_left=budget_dict(ctx)))
+    return {
+        "rounds": [{"index": rnd, "answer": answer, "refiner": refiner_name,
+                    "conflicts": conflicts, "votes": votes}],
+        "calls": extra,
+        "plan": [],
+    }
+
+
+async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[dict[str, Any]]
+                      ) -> tuple[str, str | None, dict[str, int], list[dict[str, Any]], str]:
+    pool = ctx.pool
+    agent = pool.refiner_agent()
+    assert agent is not None
+    model = pool.model(pool.refiner.model) if pool.refiner.model else pool.models_for(agent)[0]
+    prompt = refiner_prompt(state["query"], [(f"{c['agent']}@{c['model']}", c["output"]) for c in ok])
+    messages = build_messages(agent, model, prompt, query=state["query"],
+                              history=state.get("history") or ())
+    want = pool.refiner.max_output_tokens or model.max_output_tokens
+    meta = dict(state.get("meta") or {})
+    fit = plan_call(ctx, model, messages, want, meta)
+    res = None if isinstance(fit, str) else ctx.ledger.reserve(fit[1], "refine")
+    if res is None or isinstance(fit, str):
+        answer, votes = _vote(ctx, ok)
+        return answer, None, votes, [], "vote (no budget for the llm refiner)"
+    call = {
+        "call_id": new_call_id(), "round": rnd, "role": "refine", "agent": agent.name,
+        "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
+        "max_tokens": fit[0],
+        "reservation": {"id": res.id, "cost": {"usd": res.cost.usd,
+                                               "input_tokens": res.cost.input_tokens,
+                                               "output_tokens": res.cost.output_tokens}},
+    }
+    record = await run_call(ctx, call, meta)
+    if record["error"] or not record["output"].strip():
+        answer, votes = _vote(ctx, ok)
+        return answer, None, votes, [record], "vote (llm refiner failed)"
+    answer, conflicts = parse_refined(record["output"])
+    return answer, conflicts, {}, [record], f"llm:{agent.name}@{model.name}"

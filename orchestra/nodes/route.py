@@ -1,0 +1,158 @@
+"""The route node: ask the policy for the next action and reserve the budget for it.
+
+For a :class:`~orchestra.policies.base.Route`, every call's worst case is reserved together
+before any call is sent (parallel calls cannot interleave into an overspend); a call that does not
+fit is dropped and named in the trace. When nothing fits, or a limit is reached, the run finishes
+with the best answer it has and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from orchestra.budget import CallCost
+from orchestra.errors import OrchestraError, RoutingError
+from orchestra.nodes.common import budget_dict, build_view, new_call_id, plan_call
+from orchestra.policies.base import Answer, Route, RunView, Think
+from orchestra.prompts import build_messages
+from orchestra.state import RunContext, RunState
+from orchestra.trace.events import PolicyDecided
+
+__all__ = ["route_node"]
+
+
+def _finish(state: RunState, ctx: RunContext, view: RunView, reason: str,
+            text: str | None = None) -> dict[str, Any]:
+    answer = text if text is not None else view.best_answer
+    return {"final": {"answer": answer, "stop_reason": reason}, "plan": []}
+
+
+def _stop_reason(ctx: RunContext) -> str | None:
+    rl = ctx.ledger.rounds_left()
+    if rl is not None and rl <= 0:
+        return "budget:rounds"
+    ex = ctx.ledger.exhausted()
+    return f"budget:{ex}" if ex else None
+
+
+async def _decide(ctx: RunContext, view: RunView) -> Any:
+    policy = ctx.policy
+    adecide = getattr(policy, "adecide", None)
+    try:
+        if adecide is not None:
+            return await adecide(view)
+        return policy.decide(view)
+    except OrchestraError:
+        raise
+    except Exception as e:
+        raise RoutingError(f"policy {getattr(policy, 'name', policy)!r} failed: {type(e).__name__}: {e}") from e
+
+
+async def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    view = build_view(state, ctx)
+    why = _stop_reason(ctx)
+    if why is not None:
+        return _finish(state, ctx, view, why)
+
+    t0 = time.perf_counter()
+    action = await _decide(ctx, view)
+    decide_s = time.perf_counter() - t0
+    rnd = view.round
+
+    if isinstance(action, Think):
+        if view.think_steps >= ctx.max_think_steps:
+            ctx.emitter.emit(PolicyDecided(
+                run_id=ctx.run_id, round=rnd, action="think", reason="think limit reached",
+                note=action.note, budget_left=budget_dict(ctx), latency_s=decide_s))
+            return _finish(state, ctx, view, "think_limit")
+        step = {"round": rnd, "action": "think", "reason": action.reason,
+                "scores": dict(action.scores), "note": action.note, "calls": [], "dropped": []}
+        ctx.emitter.emit(PolicyDecided(
+            run_id=ctx.run_id, round=rnd, action="think", reason=action.reason,
+            scores=dict(action.scores), note=action.note, budget_left=budget_dict(ctx),
+            latency_s=decide_s))
+        return {"notes": [action.note], "think_steps": view.think_steps + 1, "steps": [step],
+                "plan": []}
+
+    if isinstance(action, Answer):
+        step = {"round": rnd, "action": "answer", "reason": action.reason,
+                "scores": dict(action.scores), "note": None, "calls": [], "dropped": []}
+        ctx.emitter.emit(PolicyDecided(
+            run_id=ctx.run_id, round=rnd, action="answer", reason=action.reason,
+            scores=dict(action.scores), budget_left=budget_dict(ctx), latency_s=decide_s))
+        return {**_finish(state, ctx, view, "answered", action.text), "steps": [step]}
+
+    if not isinstance(action, Route):
+        raise RoutingError(
+            f"policy {ctx.policy.name!r} returned {action!r}; expected Think, Route or Answer"
+        )
+    if not action.calls:
+        raise RoutingError(f"policy {ctx.policy.name!r} returned a Route with no calls")
+
+    pool = ctx.pool
+    meta = dict(state.get("meta") or {})
+    planned: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    costs: list[tuple[CallCost, str]] = []
+    for c in action.calls:
+        agent = pool.agent(c.agent) if c.agent else pool.answer_agent
+        allowed = pool.models_for(agent)
+        if c.model is None:
+            model = allowed[0]
+        else:
+            model = pool.model(c.model)
+            if model not in allowed:
+                raise RoutingError(
+                    f"policy {ctx.policy.name!r} routed agent {agent.name!r} to model "
+                    f"{model.name!r}, which the agent may not use; allowed: {[m.name for m in allowed]}"
+                )
+        prompt = c.prompt if c.prompt is not None else state["query"]
+        messages = build_messages(agent, model, prompt, query=state["query"],
+                                  notes=state.get("notes") or (), history=state.get("history") or ())
+        fit = plan_call(ctx, model, messages, c.max_tokens or model.max_output_tokens, meta)
+        if isinstance(fit, str):
+            dropped.append({"agent": agent.name, "model": model.name, "limit": fit})
+            continue
+        max_tokens, cost = fit
+        call_id = new_call_id()
+        planned.append({
+            "call_id": call_id, "round": rnd, "role": "route", "agent": agent.name,
+            "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
+            "max_tokens": max_tokens, "tools": bool(agent.tools),
+        })
+        costs.append((cost, call_id))
+
+    # All the round's calls reserve together, atomically; a refused one is dropped.
+    reservations, refused = ctx.ledger.reserve_many(costs)
+    kept = []
+    for p, res in zip(planned, reservations, strict=True):
+        if res is None:
+            dropped.append({"agent": p["agent"], "model": p["model"], "limit": refused})
+            continue
+        p["reservation"] = {"id": res.id, "cost": {"usd": res.cost.usd,
+                                                   "input_tokens": res.cost.input_tokens,
+                                                   "output_tokens": res.cost.output_tokens}}
+        kept.append(p)
+
+    summary = [{"call_id": p["call_id"], "agent": p["agent"], "model": p["model"],
+                "max_tokens": p["max_tokens"], "reserved_usd": p["reservation"]["cost"]["usd"]}
+               for p in kept]
+    step = {"round": rnd, "action": "route", "reason": action.reason, "scores": dict(action.scores),
+            "note": None, "calls": summary, "dropped": dropped}
+    ctx.emitter.emit(PolicyDecided(
+        run_id=ctx.run_id, round=rnd, action="route", reason=action.reason,
+        scores=dict(action.scores), calls=summary, dropped=dropped, budget_left=budget_dict(ctx),
+        latency_s=decide_s))
+    if not kept:
+        limit = next((d["limit"] for d in dropped if d.get("limit")), "usd")
+        out = _finish(state, ctx, view, f"budget:{limit}")
+        out["steps"] = [step]
+        return out
+    # Yield once so a consumer of the live stream sees the decision before the calls start.
+    await asyncio.sleep(0)
+    return {"plan": kept, "steps": [step]}

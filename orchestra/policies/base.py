@@ -1,0 +1,290 @@
+"""The policy interface: a read-only view of the run in, one action out.
+
+A policy's :meth:`Policy.decide` receives a :class:`RunView` and returns
+
+- :class:`Think` — a note added to the context of later calls (no model call by the runtime);
+- :class:`Route` — one or several :class:`Call` (agent × model × prompt), run in parallel;
+- :class:`Answer` — finish, with the given text or the best answer so far.
+
+Policies register by name with :func:`register_policy`; :func:`resolve_policy` turns a name
+(``"cheapest"``, ``"single:gpt-4o"``), a recipe file (``policies/x.yaml``) or an instance into a
+policy.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+
+import yaml
+
+from orchestra.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestra.budget import BudgetLeft
+    from orchestra.spec import Pool
+
+__all__ = [
+    "Call",
+    "Think",
+    "Route",
+    "Answer",
+    "Action",
+    "CallView",
+    "RoundView",
+    "RunView",
+    "Policy",
+    "register_policy",
+    "resolve_policy",
+    "policy_names",
+]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call a policy asks for.
+
+    Args:
+        agent: agent name (``None``: the pool's default answer agent).
+        model: model name (``None``: the agent's first model).
+        prompt: the user message (``None``: the query, plus earlier answers when there are any).
+        max_tokens: cap on output tokens (``None``: the model's ``max_output_tokens``).
+    """
+
+    agent: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Think:
+    """Add a note to the run's context; the policy is asked again."""
+
+    note: str
+    reason: str = ""
+    scores: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Call these (agent, model, prompt) in parallel, then refine their outputs."""
+
+    calls: tuple[Call, ...]
+    reason: str = ""
+    scores: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(self, calls: Any, reason: str = "", scores: Mapping[str, Any] | None = None):
+        object.__setattr__(self, "calls", tuple(calls))
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "scores", dict(scores or {}))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Finish the run. ``text=None`` takes the best answer so far."""
+
+    text: str | None = None
+    reason: str = ""
+    scores: Mapping[str, Any] = field(default_factory=dict)
+
+
+Action: TypeAlias = Think | Route | Answer
+
+
+@dataclass(frozen=True)
+class CallView:
+    """A finished call as a policy sees it."""
+
+    agent: str
+    model: str
+    prompt: str
+    output: str
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """One finished round: its calls and the refined answer."""
+
+    index: int
+    calls: tuple[CallView, ...]
+    answer: str
+    refiner: str
+    conflicts: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything a policy may read, frozen.
+
+    Attributes:
+        query: the user's query.
+        history: earlier conversation turns (``{"role", "content"}``) in a chat.
+        rounds: finished rounds, oldest first.
+        notes: notes added by Think actions.
+        budget_left: what is left of every limit.
+        pool: the pool (models, agents, prices, descriptions).
+        round: index of the round being decided (== ``len(rounds)``).
+        think_steps: Think actions taken so far.
+        meta: run metadata given by the caller (e.g. ``task``, ``query_id``).
+    """
+
+    query: str
+    history: tuple[Mapping[str, str], ...]
+    rounds: tuple[RoundView, ...]
+    notes: tuple[str, ...]
+    budget_left: BudgetLeft
+    pool: Pool
+    round: int
+    think_steps: int = 0
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_answer(self) -> str | None:
+        """The latest refined answer, or None before the first round."""
+        for r in reversed(self.rounds):
+            if r.answer:
+                return r.answer
+        return None
+
+    @property
+    def outputs(self) -> list[CallView]:
+        """Every successful call so far, oldest first."""
+        return [c for r in self.rounds for c in r.calls if c.error is None]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Decides the next action of a run. ``name`` appears in traces."""
+
+    name: str
+
+    def decide(self, view: RunView) -> Action:
+        """Return the next action for this view."""
+        ...
+
+
+# ---------------------------------------------------------------------------- registry
+PolicyFactory: TypeAlias = Callable[..., Policy]
+_REGISTRY: dict[str, PolicyFactory] = {}
+_DOCS: dict[str, str] = {}
+
+
+def register_policy(name: str, factory: PolicyFactory | None = None, *, doc: str = "") -> Any:
+    """Register a policy factory under ``name`` (usable as a decorator).
+
+    The factory is called as ``factory(pool, arg=<text after ':'>, **params)``; it may omit the
+    ``arg`` / ``pool`` parameters it does not need.
+    """
+
+    def deco(f: PolicyFactory) -> PolicyFactory:
+        _REGISTRY[name] = f
+        _DOCS[name] = doc or (inspect.getdoc(f) or "").split("\n")[0]
+        return f
+
+    return deco(factory) if factory is not None else deco
+
+
+def policy_names() -> dict[str, str]:
+    """Registered policy names with a one-line description."""
+    _load_builtin()
+    return dict(sorted(_DOCS.items()))
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their policies.
+    import orchestra.policies.baselines  # noqa: F401
+
+    try:
+        import orchestra.policies.learned  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _call_factory(factory: PolicyFactory, name: str, pool: Pool, arg: str | None,
+                  params: Mapping[str, Any]) -> Policy:
+    sig = inspect.signature(factory)
+    kwargs: dict[str, Any] = dict(params)
+    accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if "pool" in sig.parameters:
+        kwargs["pool"] = pool
+    if arg is not None:
+        if "arg" not in sig.parameters:
+            raise UserError(f"policy {name!r} takes no argument (got {name}:{arg})")
+        kwargs["arg"] = arg
+    elif "arg" in sig.parameters and sig.parameters["arg"].default is inspect.Parameter.empty:
+        raise UserError(f"policy {name!r} needs an argument, e.g. '{name}:<value>'")
+    if not accepts_var:
+        unknown = sorted(k for k in kwargs if k not in sig.parameters)
+        if unknown:
+            allowed = sorted(k for k in sig.parameters if k not in ("pool", "arg"))
+            raise UserError(f"policy {name!r} got unknown parameter(s) {unknown}; allowed: {allowed}")
+    return factory(**kwargs)
+
+
+def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
+                   params: Mapping[str, Any] | None = None) -> Policy:
+    """Turn a name, a recipe file or an instance into a policy for ``pool``.
+
+    Args:
+        spec: ``"cheapest"``, ``"single:<model>"``, a registered name, a recipe YAML (a path or a
+            name under ``policies/``), or a :class:`Policy`. ``None`` takes the pool's default.
+        pool: the pool the policy will route over.
+        params: keyword parameters for the factory (override the recipe's).
+
+    Raises:
+        UserError: for an unknown name (listing the known ones) or a bad recipe.
+    """
+    if spec is None:
+        spec = pool.policy
+    if not isinstance(spec, (str, Path)):
+        if not callable(getattr(spec, "decide", None)):
+            raise UserError(f"expected a policy name, recipe file or object with decide() (got {spec!r})")
+        return spec
+    _load_builtin()
+    s = str(spec)
+    if s.endswith((".yaml", ".yml")) or Path(s).is_file():
+        return _from_recipe(Path(s), pool, params)
+    name, _, arg = s.partition(":")
+    if name in _REGISTRY:
+        return _call_factory(_REGISTRY[name], name, pool, arg or None, params or {})
+    from orchestra._paths import find_named_file, named_files
+
+    recipe = find_named_file("policies", s)
+    if recipe is not None:
+        return _from_recipe(recipe, pool, params)
+    raise UserError(
+        f"unknown policy {s!r}; known policies: {sorted(_REGISTRY)}; recipes: "
+        f"{sorted(named_files('policies'))} (or give a path to a recipe YAML)"
+    )
+
+
+def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"policy recipe {str(path)!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict) or "policy" not in data:
+        raise UserError(
+            f"{path}: a policy recipe needs a 'policy' key naming a registered policy "
+            f"(got {data!r:.80})"
+        )
+    merged = {**(data.get("params") or {}), **(params or {})}
+    base = str(data["policy"])
+    if base.endswith((".yaml", ".yml")):
+        raise UserError(f"{path}: 'policy' must name a registered policy, not another recipe")
+    # Relative artifact paths in a recipe are relative to the recipe file.
+    for k, v in list(merged.items()):
+        if isinstance(v, str) and k in ("path", "artifact", "model_path") and not Path(v).is_absolute():
+            merged[k] = str((path.parent / v).resolve())
+    return resolve_policy(base, pool, merged)

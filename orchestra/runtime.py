@@ -1,0 +1,431 @@
+"""The SDK entry point: :class:`Orchestra` runs queries over a pool with a policy and a budget.
+
+    orch = Orchestra("local", policy="ensemble", budget=Budget(usd=0.001))
+    result = orch.run("What is the capital of France?")
+    result = await orch.arun("...")
+    async for event in orch.astream("..."):
+        ...
+
+Every run emits typed trace events (:mod:`orchestra.trace.events`) to its listeners and to the
+trace store as they happen, so a crash leaves the events so far and the spend recorded. With
+``durable=True`` LangGraph's SQLite checkpointer saves each step; :meth:`Orchestra.resume`
+continues an interrupted run from its last completed step without paying again for finished calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from orchestra.backends.base import Backend
+from orchestra.budget import Ledger
+from orchestra.errors import UserError
+from orchestra.policies.base import Policy, resolve_policy
+from orchestra.spec import Budget, Pool
+from orchestra.state import RunContext, RunState
+from orchestra.trace.events import ErrorEvent, Event, RunFinished, RunStarted
+from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
+
+__all__ = ["Orchestra", "RunResult", "Emitter", "ChatSession"]
+
+T = TypeVar("T")
+
+
+class Emitter:
+    """Numbers events, stores them, and hands them to listeners (CLI, ``astream``)."""
+
+    def __init__(self, run_id: str, store: TraceStore | None, start_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.store = store
+        self._seq = start_seq
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[Event], None]] = []
+
+    def emit(self, event: Event) -> Event:
+        with self._lock:
+            event = dataclasses.replace(event, seq=self._seq)
+            self._seq += 1
+            if self.store is not None:
+                self.store.append(event)
+        for listener in list(self.listeners):
+            listener(event)
+        return event
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        answer: the final answer (None when no call succeeded).
+        stop_reason: ``answered``, ``budget:<limit>``, ``think_limit`` ...
+        trace_id: the run id, to look the trace up (``orchestra traces show ID``).
+        steps: per decision ``{round, action, reason, calls: [...]}``.
+        events: every event of this invocation.
+    """
+
+    answer: str | None
+    stop_reason: str
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    calls: int
+    rounds: int
+    trace_id: str
+    duration_s: float
+    steps: list[dict[str, Any]]
+    events: list[Event] = field(default_factory=list, repr=False)
+    overruns: int = 0
+
+    @property
+    def status(self) -> Literal["ok", "budget"]:
+        return "budget" if self.stop_reason.startswith("budget") else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` shape: answer, cost, tokens, calls, rounds, trace_id, stop_reason, steps."""
+        return {
+            "answer": self.answer,
+            "cost_usd": self.cost_usd,
+            "tokens": {"input": self.input_tokens, "output": self.output_tokens},
+            "calls": self.calls,
+            "rounds": self.rounds,
+            "trace_id": self.trace_id,
+            "stop_reason": self.stop_reason,
+            "duration_s": self.duration_s,
+            "steps": self.steps,
+        }
+
+
+def _steps_from_state(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    by_id = {c["call_id"]: c for c in state.get("calls") or []}
+    steps = []
+    for s in state.get("steps") or []:
+        calls = []
+        for planned in s.get("calls") or []:
+            c = by_id.get(planned["call_id"])
+            if c is None:
+                continue
+            calls.append({
+                "agent": c["agent"], "model": c["model"], "cost_usd": c["cost_usd"],
+                "latency_s": round(c["latency_s"], 4), "input_tokens": c["input_tokens"],
+                "output_tokens": c["output_tokens"], "error": c["error"],
+            })
+        steps.append({"round": s["round"], "action": s["action"], "reason": s.get("reason", ""),
+                      "calls": calls})
+    refines = [c for c in state.get("calls") or [] if c["role"] == "refine"]
+    for c in refines:
+        steps.append({"round": c["round"], "action": "refine", "reason": "llm refiner",
+                      "calls": [{"agent": c["agent"], "model": c["model"], "cost_usd": c["cost_usd"],
+                                 "latency_s": round(c["latency_s"], 4),
+                                 "input_tokens": c["input_tokens"],
+                                 "output_tokens": c["output_tokens"], "error": c["error"]}]})
+    steps.sort(key=lambda s: (s["round"], s["action"] == "refine"))
+    return steps
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when an event loop is already running (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["e"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]  # type: ignore[no-any-return]
+
+
+class Orchestra:
+    """Runs queries over a pool with a routing policy under a hard budget.
+
+    Args:
+        pool: a :class:`Pool`, a pool name (``"local"``) or a YAML path.
+        policy: a policy name, recipe file or object (default: the pool's).
+        budget: limits; a :class:`Budget` replaces the pool's default, a mapping overrides some.
+        backend: how models are called (default: litellm).
+        store: a :class:`TraceStore`, a SQLite path, ``None`` for the default file under the
+            user's data dir, or ``False`` for no store.
+        durable: checkpoint every step (``True``: ``<data dir>/checkpoints.sqlite``; or a path),
+            so :meth:`resume` can continue an interrupted run.
+        policy_params: parameters for the policy factory.
+        max_think_steps: how many Think actions a run may take.
+        check_keys: raise a UserError now when a hosted model's API key is missing.
+
+    Raises:
+        UserError: for an unknown pool/policy, a bad budget or a missing API key, before any call.
+    """
+
+    def __init__(
+        self,
+        pool: Pool | str | Path,
+        *,
+        policy: str | Path | Policy | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
+        backend: Backend | None = None,
+        store: TraceStore | str | Path | Literal[False] | None = None,
+        durable: bool | str | Path = False,
+        policy_params: Mapping[str, Any] | None = None,
+        max_think_steps: int = 8,
+        check_keys: bool = True,
+    ) -> None:
+        self.pool = (pool if isinstance(pool, Pool) else Pool.load(pool)).priced()
+        if isinstance(budget, Budget):
+            self.budget = budget
+        elif budget is not None:
+            try:
+                self.budget = self.pool.budget.merged(**dict(budget))
+            except UserError:
+                raise
+            except Exception as e:
+                raise UserError(f"bad budget {dict(budget)!r}: {e}") from None
+            self.budget = Budget(**self.budget.model_dump())
+        else:
+            self.budget = self.pool.budget
+        self.policy = resolve_policy(policy, self.pool, policy_params)
+        if backend is None:
+            from orchestra.backends.litellm_client import LiteLLMBackend
+
+            backend = LiteLLMBackend()
+            if check_keys:
+                self.pool.check_keys()
+        self.backend = backend
+        if store is False:
+            self.store: TraceStore | None = None
+        elif isinstance(store, TraceStore):
+            self.store = store
+        else:
+            self.store = SQLiteTraceStore(store)
+        if durable is True:
+            from orchestra._paths import data_home
+
+            self.checkpoint_path: Path | None = data_home() / "checkpoints.sqlite"
+        elif durable:
+            self.checkpoint_path = Path(durable)
+        else:
+            self.checkpoint_path = None
+        if max_think_steps < 0:
+            raise UserError(f"max_think_steps must be >= 0 (got {max_think_steps!r})")
+        self.max_think_steps = max_think_steps
+        self._graph: Any = None
+
+    # ------------------------------------------------------------------ public API
+    def run(self, query: str, **kwargs: Any) -> RunResult:
+        """Run a query to completion (sync). See :meth:`arun` for the arguments."""
+        return _run_sync(self.arun(query, **kwargs))
+
+    async def arun(
+        self,
+        query: str,
+        *,
+        history: list[dict[str, str]] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> RunResult:
+        """Run a query to completion.
+
+        Args:
+            query: the user's query.
+            history: earlier chat turns (``{"role", "content"}``), oldest first.
+            meta: metadata stored with the run and shown to the policy (task, query_id, gold).
+            run_id: choose the run id (default: a new uuid).
+            on_event: called with every event as it happens.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise UserError(f"expected a non-empty query (got {query!r})")
+        rid = run_id or uuid.uuid4().hex
+        init: RunState = {
+            "run_id": rid, "query": query, "history": list(history or []), "meta": dict(meta or {}),
+            "notes": [], "steps": [], "calls": [], "rounds": [], "plan": [], "think_steps": 0,
+            "final": None,
+        }
+        return await self._execute(rid, init, on_event=on_event, resumed=False)
+
+    async def astream(self, query: str, **kwargs: Any) -> AsyncIterator[Event]:
+        """Run a query, yielding trace events live; the last one is ``run_finished``."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def push(ev: Event) -> None:
+            try:
+                if asyncio.get_running_loop() is loop:
+                    queue.put_nowait(ev)
+                    return
+            except RuntimeError:
+                pass
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+
+        async def runner() -> RunResult:
+            try:
+                return await self.arun(query, on_event=push, **kwargs)
+            finally:
+                loop.call_soon(queue.put_nowait, None)
+
+        task = asyncio.create_task(runner())
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+            await task  # re-raise a failure
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def resume(self, run_id: str, **kwargs: Any) -> RunResult:
+        """Continue an interrupted durable run (sync). See :meth:`aresume`."""
+        return _run_sync(self.aresume(run_id, **kwargs))
+
+    async def aresume(self, run_id: str, *,
+                      on_event: Callable[[Event], None] | None = None) -> RunResult:
+        """Continue an interrupted durable run from its last completed step.
+
+        Calls that finished before the interruption are not sent again (their outputs and cost
+        come from the checkpoint); the budget counts what they cost.
+
+        Raises:
+            UserError: when the Orchestra is not durable or no checkpoint exists for ``run_id``.
+        """
+        if self.checkpoint_path is None:
+            raise UserError("resume needs a durable Orchestra: pass durable=True (or a path)")
+        if not self.checkpoint_path.exists():
+            raise UserError(f"no checkpoints at {str(self.checkpoint_path)!r}; nothing to resume")
+        return await self._execute(run_id, None, on_event=on_event, resumed=True)
+
+    def chat(self) -> ChatSession:
+        """A conversation: each turn is a run that sees the earlier turns."""
+        return ChatSession(self)
+
+    # ------------------------------------------------------------------ internals
+    def _compiled(self, checkpointer: Any) -> Any:
+        from orchestra.graph import build_graph
+
+        if checkpointer is not None:
+            return build_graph(checkpointer)
+        if self._graph is None:
+            self._graph = build_graph()
+        return self._graph
+
+    async def _execute(self, rid: str, init: RunState | None, *,
+                       on_event: Callable[[Event], None] | None, resumed: bool) -> RunResult:
+        if self.checkpoint_path is not None:
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
+                return await self._invoke(self._compiled(saver), rid, init, on_event, resumed)
+        return await self._invoke(self._compiled(None), rid, init, on_event, resumed)
+
+    async def _invoke(self, graph: Any, rid: str, init: RunState | None,
+                      on_event: Callable[[Event], None] | None, resumed: bool) -> RunResult:
+        config: dict[str, Any] = {"configurable": {"thread_id": rid}, "recursion_limit": 100_000}
+        prior: Mapping[str, Any] = {}
+        if resumed:
+            snap = await graph.aget_state(config)
+            prior = snap.values or {}
+            if not prior:
+                raise UserError(f"no checkpoint for run {rid!r}; was it started with durable=True?")
+            if prior.get("final"):
+                raise UserError(f"run {rid!r} already finished; nothing to resume")
+        state_like = prior if resumed else (init or {})
+        prior_calls = state_like.get("calls") or []
+        ledger = Ledger(
+            budget=self.budget,
+            spent_usd=sum(c["cost_usd"] for c in prior_calls),
+            spent_input_tokens=sum(c["input_tokens"] for c in prior_calls),
+            spent_output_tokens=sum(c["output_tokens"] for c in prior_calls),
+            calls=len(prior_calls),
+            rounds=len(state_like.get("rounds") or []),
+        )
+        start_seq = self.store.last_seq(rid) + 1 if self.store is not None else 0
+        emitter = Emitter(rid, self.store, start_seq)
+        collected: list[Event] = []
+        emitter.listeners.append(collected.append)
+        if on_event is not None:
+            emitter.listeners.append(on_event)
+        ctx = RunContext(run_id=rid, pool=self.pool, policy=self.policy, backend=self.backend,
+                         ledger=ledger, emitter=emitter, max_think_steps=self.max_think_steps)
+        query = state_like.get("query", "")
+        emitter.emit(RunStarted(
+            run_id=rid, query=query, pool=self.pool.name,
+            policy=getattr(self.policy, "name", type(self.policy).__name__),
+            budget=self.budget.model_dump(), models=[m.name for m in self.pool.models],
+            agents=[a.name for a in self.pool.agents], resumed=resumed,
+            meta=dict(state_like.get("meta") or {})))
+        t0 = time.perf_counter()
+        try:
+            final_state = await graph.ainvoke(None if resumed else init, config=config,
+                                               context=ctx)
+        except BaseException as e:
+            # Leave the trace and the spend recorded, then re-raise.
+            emitter.emit(ErrorEvent(run_id=rid, where="run", error_type=type(e).__name__,
+                                    message=str(e) or type(e).__name__, fatal=True))
+            raise
+        duration = time.perf_counter() - t0
+        final = final_state.get("final") or {"answer": None, "stop_reason": "finished"}
+        calls = final_state.get("calls") or []
+        cost = sum(c["cost_usd"] for c in calls)
+        tin = sum(c["input_tokens"] for c in calls)
+        tout = sum(c["output_tokens"] for c in calls)
+        stop = final["stop_reason"]
+        emitter.emit(RunFinished(
+            run_id=rid, answer=final["answer"], stop_reason=stop,
+            status="budget" if stop.startswith("budget") else "ok", cost_usd=cost,
+            input_tokens=tin, output_tokens=tout, calls=len(calls),
+            rounds=len(final_state.get("rounds") or []), duration_s=duration))
+        return RunResult(
+            answer=final["answer"], stop_reason=stop, cost_usd=cost, input_tokens=tin,
+            output_tokens=tout, calls=len(calls), rounds=len(final_state.get("rounds") or []),
+            trace_id=rid, duration_s=duration, steps=_steps_from_state(final_state),
+            events=collected, overruns=ledger.overruns,
+        )
+
+
+class ChatSession:
+    """A conversation over one :class:`Orchestra`: each turn is a run with the earlier turns as
+    history. ``spent_usd`` adds up the turns."""
+
+    def __init__(self, orchestra: Orchestra) -> None:
+        self.orchestra = orchestra
+        self.history: list[dict[str, str]] = []
+        self.results: list[RunResult] = []
+
+    @property
+    def spent_usd(self) -> float:
+        return sum(r.cost_usd for r in self.results)
+
+    async def asend(self, message: str, **kwargs: Any) -> RunResult:
+        result = await self.orchestra.arun(message, history=list(self.history), **kwargs)
+        self.results.append(result)
+        self.history.append({"role": "user", "content": message})
+        self.history.append({"role": "assistant", "content": result.answer or ""})
+        return result
+
+    def send(self, message: str, **kwargs: Any) -> RunResult:
+        return _run_sync(self.asend(message, **kwargs))
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.results.clear()
+
+
+# Re-exported for convenience in tests and notebooks.
+MemoryStore = MemoryTraceStore

@@ -1,0 +1,177 @@
+"""Typed trace events: one stream feeds the CLI, ``astream``, the SQLite store and the viewer.
+
+Every event is a small frozen dataclass with a ``kind`` literal, the ``run_id``, a per-run
+sequence number ``seq`` and a wall-clock timestamp ``ts`` (seconds since the epoch). Events are
+plain data: :func:`event_to_dict` / :func:`event_from_dict` round-trip them through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+__all__ = [
+    "RunStarted",
+    "PolicyDecided",
+    "CallStarted",
+    "CallFinished",
+    "Refined",
+    "RunFinished",
+    "ErrorEvent",
+    "Event",
+    "EventKind",
+    "event_to_dict",
+    "event_from_dict",
+]
+
+EventKind = Literal[
+    "run_started", "policy_decided", "call_started", "call_finished", "refined", "run_finished",
+    "error",
+]
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Base:
+    run_id: str
+    seq: int = 0
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(_Base):
+    """A run began (or resumed, when ``resumed`` is true)."""
+
+    kind: Literal["run_started"] = "run_started"
+    query: str
+    pool: str
+    policy: str
+    budget: dict[str, Any]
+    models: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    resumed: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyDecided(_Base):
+    """The policy chose an action. ``calls`` are the planned calls that fit the budget;
+    ``dropped`` those refused by the ledger (with the limit that refused them)."""
+
+    kind: Literal["policy_decided"] = "policy_decided"
+    round: int
+    action: Literal["think", "route", "answer"]
+    reason: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    budget_left: dict[str, Any] = field(default_factory=dict)
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallStarted(_Base):
+    """A model call was sent, with its reserved worst case."""
+
+    kind: Literal["call_started"] = "call_started"
+    round: int
+    call_id: str
+    agent: str
+    model: str
+    model_id: str
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    reserved_usd: float
+    role: Literal["route", "refine", "tool"] = "route"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallFinished(_Base):
+    """A model call returned (``error`` set when it failed; its cost is still recorded)."""
+
+    kind: Literal["call_finished"] = "call_finished"
+    round: int
+    call_id: str
+    agent: str
+    model: str
+    model_id: str
+    output: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_s: float
+    role: Literal["route", "refine", "tool"] = "route"
+    error: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    budget_left: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refined(_Base):
+    """The refiner merged a round's outputs."""
+
+    kind: Literal["refined"] = "refined"
+    round: int
+    refiner: str
+    inputs: list[dict[str, Any]]
+    output: str
+    conflicts: str | None = None
+    votes: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    budget_left: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(_Base):
+    """The run ended: ``stop_reason`` says why (answered, budget:<limit>, max_rounds, error)."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    answer: str | None
+    stop_reason: str
+    status: Literal["ok", "budget", "error"]
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    calls: int
+    rounds: int
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(_Base):
+    """Something failed; ``where`` names the step (policy, dispatch, refine, run)."""
+
+    kind: Literal["error"] = "error"
+    where: str
+    error_type: str
+    message: str
+    round: int | None = None
+    fatal: bool = False
+
+
+Event: TypeAlias = RunStarted | PolicyDecided | CallStarted | CallFinished | Refined | RunFinished | ErrorEvent
+
+_BY_KIND: dict[str, type[Any]] = {
+    c.__dataclass_fields__["kind"].default: c  # type: ignore[attr-defined]
+    for c in (RunStarted, PolicyDecided, CallStarted, CallFinished, Refined, RunFinished, ErrorEvent)
+}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of the event (``kind`` included)."""
+    return dataclasses.asdict(event)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from :func:`event_to_dict` output (unknown keys are ignored)."""
+    cls = _BY_KIND.get(data.get("kind", ""))
+    if cls is None:
+        raise ValueError(f"unknown event kind {data.get('kind')!r}; known: {sorted(_BY_KIND)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[no-any-return]
