@@ -189,16 +189,16 @@ class Ledger:
                     refused = refused or why
                     out.append(None)
                     continue
-                res = Reservation(next(self._ids), cost, label)
-                out.append(res)
+                granted = Reservation(next(self._ids), cost, label)
+                out.append(granted)
                 r_usd += cost.usd
                 r_tok += cost.tokens
                 r_calls += 1
             if all_or_nothing and refused is not None:
                 return [], refused
-            for res in out:
-                if res is not None:
-                    self._reserved[res.id] = res
+            for r in out:
+                if r is not None:
+                    self._reserved[r.id] = r
             return out, refused
 
     def settle(self, reservation: Reservation, actual: CallCost | None) -> CallCost:
@@ -271,5 +271,9 @@ def max_output_that_fits(
         if room < 0:
             return 0
         if output_price > 0:
-            best = min(best, math.floor(room * 1e6 / output_price * (1 - 1e-9)))
+            n = math.floor(room * 1e6 / output_price + 1e-9)
+            # Step down past any float rounding so the worst case really fits.
+            while n > 0 and prompt_usd + n * output_price / 1e6 > usd_left + _EPS:
+                n -= 1
+            best = min(best, n)
     return max(0, best)

@@ -31,7 +31,7 @@ def build_graph(checkpointer: Any = None) -> Any:
     """
     g = StateGraph(RunState, context_schema=RunContext)
     g.add_node("route", route_node)
-    g.add_node("dispatch", dispatch_node)
+    g.add_node("dispatch", dispatch_node)  # type: ignore[call-overload]  # input is a Send payload
     g.add_node("refine", refine_node)
     g.add_edge(START, "route")
     g.add_conditional_edges("route", _after_route, ["route", "dispatch", END])

@@ -35,11 +35,11 @@ async def refine_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str
     answerers = {a.name for a in ctx.pool.agents if a.role == "answer"}
     # Only answer-role agents propose answers; a verifier's reply is read by the policy instead.
     ok = [c for c in calls if c["error"] is None and c["output"].strip() and c["agent"] in answerers]
-    kind = ctx.pool.refiner.kind
+    kind: str = ctx.pool.refiner.kind
     conflicts: str | None = None
     votes: dict[str, int] = {}
     extra: list[dict[str, Any]] = []
-    refiner_name = kind
+    refiner_name: str = kind
     if not ok:
         answer = ""
         refiner_name = "none"

@@ -158,7 +158,7 @@ class ErrorEvent(_Base):
 Event: TypeAlias = RunStarted | PolicyDecided | CallStarted | CallFinished | Refined | RunFinished | ErrorEvent
 
 _BY_KIND: dict[str, type[Any]] = {
-    c.__dataclass_fields__["kind"].default: c  # type: ignore[attr-defined]
+    str(c.__dataclass_fields__["kind"].default): c
     for c in (RunStarted, PolicyDecided, CallStarted, CallFinished, Refined, RunFinished, ErrorEvent)
 }
 

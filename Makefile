@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine (each installs what is still missing):
+#   make demo   answer a question with the embedded local models (no API key, no network)
+#   make test   run the test suite (what CI runs)
+# PyTorch: `torch==$(TORCH_VERSION)` is installed first. On this project's CI machines that is a
+# CPU build from local disk; elsewhere pass TORCH_PIP_ARGS to pick a CPU wheel index if you want to
+# avoid the large CUDA build (any torch >= 2.4 works).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast typecheck lint bench clean system-deps
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e ".[all,dev,viewer]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: setup
+	$(VENV)/bin/orchestra run "What is the capital of France?"
+
+test: setup system-deps
+	$(PY) -m pytest -q -rs
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not local_model and not ray and not browser"
+
+typecheck: setup
+	$(PY) -m mypy
+
+lint: setup
+	$(PY) -m ruff check orchestra tests
+
+bench: setup
+	$(PY) benchmarks/runtime_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

@@ -1,0 +1,531 @@
+"""The ``orchestra`` command line (typer + rich).
+
+Errors: a :class:`~orchestra.errors.UserError` prints one readable line and exits 2; a failure
+during a run prints one line and exits 1; ``--debug`` (anywhere on the line) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestra.errors import OrchestraError, UserError
+
+app = typer.Typer(
+    name="orchestra",
+    help="Route / think / aggregate over pools of LLM agents, under hard budgets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+pools_app = typer.Typer(help="List and show agent pools.", no_args_is_help=True)
+traces_app = typer.Typer(help="List, show and export stored run traces.", no_args_is_help=True)
+policies_app = typer.Typer(help="List routing policies.", no_args_is_help=True)
+app.add_typer(pools_app, name="pools")
+app.add_typer(traces_app, name="traces")
+app.add_typer(policies_app, name="policies")
+
+out = Console()
+err = Console(stderr=True)
+_DEBUG = False
+
+
+def money(x: float | None) -> str:
+    """Format USD readably across the range from local models (1e-7) to hosted ones."""
+    if x is None:
+        return "∞"
+    if x == 0:
+        return "$0"
+    if abs(x) >= 0.01:
+        return f"${x:.4f}"
+    return f"${x:.3g}"
+
+
+def _budget(pool: Any, budget_usd: float | None, max_rounds: int | None, max_calls: int | None,
+            max_tokens: int | None, timeout: float | None) -> dict[str, Any]:
+    return {k: v for k, v in {"usd": budget_usd, "rounds": max_rounds, "calls": max_calls,
+                              "tokens": max_tokens, "seconds": timeout}.items() if v is not None}
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise UserError(f"expected --param KEY=VALUE (got {it!r})")
+        k, v = it.split("=", 1)
+        try:
+            params[k] = json.loads(v)
+        except json.JSONDecodeError:
+            params[k] = v
+    return params
+
+
+def _make(pool: str, policy: str | None, budget: dict[str, Any], db: Path | None, no_trace: bool,
+          durable: bool, params: dict[str, Any]) -> Any:
+    from orchestra.runtime import Orchestra
+
+    return Orchestra(pool, policy=policy, budget=budget or None,
+                     store=False if no_trace else (str(db) if db else None), durable=durable,
+                     policy_params=params or None)
+
+
+def _live_printer(console: Console) -> Any:
+    """A listener printing events as they arrive."""
+
+    def on_event(ev: Any) -> None:
+        k = ev.kind
+        if k == "policy_decided":
+            if ev.action == "route":
+                targets = ", ".join(f"{c['agent']}@{c['model']}" for c in ev.calls)
+                console.print(f"[bold cyan]round {ev.round}[/] route → {targets}"
+                              + (f"  [dim]({ev.reason})[/]" if ev.reason else ""))
+                for d in ev.dropped:
+                    console.print(f"  [yellow]dropped {d['agent']}@{d['model']}: budget {d['limit']}[/]")
+            elif ev.action == "think":
+                console.print(f"[bold cyan]round {ev.round}[/] think: {ev.note}")
+            else:
+                console.print(f"[bold cyan]round {ev.round}[/] answer"
+                              + (f"  [dim]({ev.reason})[/]" if ev.reason else ""))
+        elif k == "call_finished":
+            mark = "[red]✗[/]" if ev.error else "[green]✓[/]"
+            console.print(f"  {mark} {ev.agent}@{ev.model}  {ev.latency_s:.2f}s  "
+                          f"{ev.input_tokens}+{ev.output_tokens} tok  {money(ev.cost_usd)}"
+                          + (f"  [red]{ev.error}[/]" if ev.error else ""))
+        elif k == "refined" and ev.refiner not in ("pass", "none"):
+            console.print(f"  [magenta]refined[/] by {ev.refiner}"
+                          + (f"; conflicts: {ev.conflicts}" if ev.conflicts else ""))
+
+    return on_event
+
+
+def _summary_line(r: Any, budget_usd: float | None) -> Text:
+    t = Text()
+    t.append(f"{money(r.cost_usd)}", style="bold")
+    if budget_usd:
+        t.append(f" of {money(budget_usd)}")
+    t.append(f" · {r.input_tokens}+{r.output_tokens} tokens · {r.calls} calls · {r.rounds} rounds"
+             f" · {r.duration_s:.2f}s · {r.stop_reason} · trace {r.trace_id[:12]}", style="dim")
+    return t
+
+
+@app.command()
+def run(
+    query: str = typer.Argument(..., help="The question or task."),
+    pool: str = typer.Option("local", "--pool", "-p", help="Pool name (agents/<name>.yaml) or YAML path."),
+    policy: str | None = typer.Option(None, "--policy", help="Policy name, recipe name or recipe file (default: the pool's)."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="USD limit for the run."),
+    max_rounds: int | None = typer.Option(None, "--max-rounds", help="Rounds limit."),
+    max_calls: int | None = typer.Option(None, "--max-calls", help="Model calls limit."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Tokens limit (input + output)."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Wall-clock seconds limit."),
+    param: list[str] | None = typer.Option(None, "--param", help="Policy parameter KEY=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    db: Path | None = typer.Option(None, "--db", help="Trace store file (default: user data dir)."),
+    no_trace: bool = typer.Option(False, "--no-trace", help="Do not store the trace."),
+    durable: bool = typer.Option(True, "--durable/--no-durable", help="Checkpoint each step so `orchestra resume` can continue."),
+) -> None:
+    """Answer QUERY with a pool of agents and models."""
+    orch = _make(pool, policy, _budget(None, budget_usd, max_rounds, max_calls, max_tokens, timeout),
+                 db, no_trace, durable, _params(param))
+    if as_json:
+        result = orch.run(query)
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    err.print(f"[dim]pool {orch.pool.name} · policy {orch.policy.name} · budget "
+              f"{money(orch.budget.usd)}[/]")
+    result = orch.run(query, on_event=_live_printer(err))
+    out.print()
+    out.print(result.answer if result.answer is not None else "[red](no answer)[/]",
+              markup=False, highlight=False)
+    err.print(_summary_line(result, orch.budget.usd))
+
+
+@app.command()
+def resume(
+    run_id: str = typer.Argument(..., help="The id of an interrupted durable run."),
+    pool: str = typer.Option("local", "--pool", "-p"),
+    policy: str | None = typer.Option(None, "--policy"),
+    budget_usd: float | None = typer.Option(None, "--budget-usd"),
+    as_json: bool = typer.Option(False, "--json"),
+    db: Path | None = typer.Option(None, "--db"),
+) -> None:
+    """Continue an interrupted run from its last completed step (finished calls are not paid again)."""
+    orch = _make(pool, policy, _budget(None, budget_usd, None, None, None, None), db, False, True, {})
+    result = orch.resume(run_id, on_event=None if as_json else _live_printer(err))
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    out.print(result.answer or "(no answer)", markup=False, highlight=False)
+    err.print(_summary_line(result, orch.budget.usd))
+
+
+_CHAT_HELP = """commands:
+  /policy NAME   switch the routing policy      /pool NAME   switch the pool
+  /budget USD    set the per-turn USD budget    /trace       show the last turn's trace
+  /reset         forget the conversation        /help        this help
+  /quit          leave (also Ctrl-D)"""
+
+
+def _meter(spent: float, limit: float | None, width: int = 20) -> str:
+    if not limit:
+        return f"{money(spent)} spent (no limit)"
+    frac = min(1.0, spent / limit)
+    full = int(round(frac * width))
+    return f"[{'█' * full}{'░' * (width - full)}] {money(spent)} / {money(limit)} ({frac:.0%})"
+
+
+@app.command()
+def chat(
+    pool: str = typer.Option("local", "--pool", "-p", help="Pool name or YAML path."),
+    policy: str | None = typer.Option(None, "--policy", help="Policy (default: the pool's)."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="USD budget per turn."),
+    session_usd: float | None = typer.Option(None, "--session-usd", help="USD budget for the whole session."),
+    db: Path | None = typer.Option(None, "--db", help="Trace store file."),
+    no_trace: bool = typer.Option(False, "--no-trace"),
+) -> None:
+    """A chat REPL that keeps the conversation; works from a terminal or a pipe."""
+    interactive = sys.stdin.isatty()
+    state: dict[str, Any] = {"pool": pool, "policy": policy, "budget_usd": budget_usd}
+
+    def build() -> Any:
+        return _make(state["pool"], state["policy"], _budget(None, state["budget_usd"], None, None, None, None),
+                     db, no_trace, False, {})
+
+    orch = build()
+    session = orch.chat()
+    out.print(f"[bold]orchestra chat[/] · pool {orch.pool.name} · policy {orch.policy.name} · "
+              f"/help for commands")
+    last: Any = None
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            out.print()
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if not interactive:
+            out.print(f"[bold]you>[/] {line}", markup=True, highlight=False)
+        if line.startswith("/"):
+            cmd, _, arg = line.partition(" ")
+            arg = arg.strip()
+            try:
+                if cmd in ("/quit", "/exit"):
+                    break
+                if cmd == "/help":
+                    out.print(_CHAT_HELP)
+                elif cmd == "/policy":
+                    if not arg:
+                        out.print(f"policy: {orch.policy.name}")
+                        continue
+                    state["policy"] = arg
+                    history = session.history
+                    orch = build()
+                    session = orch.chat()
+                    session.history = history
+                    out.print(f"policy → {orch.policy.name}")
+                elif cmd == "/pool":
+                    if not arg:
+                        out.print(f"pool: {orch.pool.name}")
+                        continue
+                    state["pool"] = arg
+                    history = session.history
+                    orch = build()
+                    session = orch.chat()
+                    session.history = history
+                    out.print(f"pool → {orch.pool.name} ({len(orch.pool.models)} models)")
+                elif cmd == "/budget":
+                    if not arg:
+                        out.print(f"per-turn budget: {money(orch.budget.usd)}")
+                        continue
+                    try:
+                        value = float(arg)
+                    except ValueError:
+                        raise UserError(f"/budget expects a number of USD (got {arg!r})") from None
+                    state["budget_usd"] = value
+                    history = session.history
+                    orch = build()
+                    session = orch.chat()
+                    session.history = history
+                    out.print(f"per-turn budget → {money(orch.budget.usd)}")
+                elif cmd == "/trace":
+                    if last is None:
+                        out.print("no turn yet")
+                    else:
+                        _print_steps(last.to_dict())
+                elif cmd == "/reset":
+                    session.reset()
+                    out.print("conversation cleared")
+                else:
+                    out.print(f"unknown command {cmd!r}; /help lists them")
+            except UserError as e:
+                err.print(f"[red]error:[/] {e}")
+            continue
+        spent_before = sum(r.cost_usd for r in session.results)
+        if session_usd is not None and spent_before >= session_usd:
+            err.print(f"[red]session budget {money(session_usd)} is spent; /quit or restart with a "
+                      "larger --session-usd[/]")
+            continue
+        try:
+            turn_budget = None
+            if session_usd is not None:
+                left = session_usd - spent_before
+                turn_budget = min(left, orch.budget.usd) if orch.budget.usd else left
+            if turn_budget is not None and turn_budget != orch.budget.usd:
+                from orchestra.runtime import Orchestra
+
+                o2 = Orchestra(orch.pool, policy=orch.policy, budget=orch.budget.merged(usd=turn_budget),
+                               backend=orch.backend, store=orch.store if orch.store else False)
+                last = o2.run(line, history=list(session.history))
+                session.results.append(last)
+                session.history += [{"role": "user", "content": line},
+                                    {"role": "assistant", "content": last.answer or ""}]
+            else:
+                last = session.send(line)
+        except OrchestraError as e:
+            err.print(f"[red]error:[/] {e}")
+            continue
+        out.print(Text("bot> ", style="bold green") + Text(last.answer or "(no answer)"))
+        t = Table(show_header=True, header_style="dim", box=None, pad_edge=False)
+        for col in ("agent", "model", "tokens", "cost", "latency"):
+            t.add_column(col)
+        for s in last.to_dict()["steps"]:
+            for c in s["calls"]:
+                t.add_row(c["agent"], c["model"], f"{c['input_tokens']}+{c['output_tokens']}",
+                          money(c["cost_usd"]), f"{c['latency_s']:.2f}s")
+        out.print(t)
+        meter_limit = session_usd if session_usd is not None else orch.budget.usd
+        meter_spent = session.spent_usd if session_usd is not None else last.cost_usd
+        out.print(f"[dim]{'session' if session_usd is not None else 'turn'} budget "
+                  f"{_meter(meter_spent, meter_limit)} · session total {money(session.spent_usd)} · "
+                  f"{last.stop_reason}[/]")
+    out.print(f"[dim]bye · {len(session.results)} turns · {money(session.spent_usd)}[/]")
+
+
+def _print_steps(d: dict[str, Any]) -> None:
+    t = Table(title=f"trace {d['trace_id'][:12]}", show_lines=False)
+    for col in ("round", "action", "agent", "model", "in", "out", "cost", "latency", "note"):
+        t.add_column(col)
+    for s in d["steps"]:
+        if not s["calls"]:
+            t.add_row(str(s["round"]), s["action"], "", "", "", "", "", "", s.get("reason", ""))
+        for c in s["calls"]:
+            t.add_row(str(s["round"]), s["action"], c["agent"], c["model"], str(c["input_tokens"]),
+                      str(c["output_tokens"]), money(c["cost_usd"]), f"{c['latency_s']:.2f}s",
+                      c.get("error") or s.get("reason", ""))
+    out.print(t)
+
+
+# ----------------------------------------------------------------------------- pools
+@pools_app.command("list")
+def pools_list() -> None:
+    """Pools found under agents/ (and $ORCHESTRA_AGENTS_DIR)."""
+    from orchestra._paths import named_files
+    from orchestra.spec import Pool
+
+    t = Table("name", "models", "agents", "policy", "budget", "description")
+    for name, path in named_files("agents").items():
+        try:
+            p = Pool.from_yaml(path)
+            t.add_row(name, ", ".join(m.name for m in p.models), ", ".join(a.name for a in p.agents),
+                      p.policy, money(p.budget.usd), p.description)
+        except UserError as e:
+            t.add_row(name, "[red]invalid[/]", "", "", "", str(e).splitlines()[-1])
+    out.print(t)
+
+
+@pools_app.command("show")
+def pools_show(name: str = typer.Argument(..., help="Pool name or YAML path."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a pool's models (with prices), agents, refiner, budget and policy."""
+    from orchestra.spec import Pool
+
+    p = Pool.load(name).priced()
+    if as_json:
+        sys.stdout.write(json.dumps(p.model_dump(mode="json")) + "\n")
+        return
+    out.print(f"[bold]{p.name}[/] — {p.description}  [dim]({p.source})[/]")
+    t = Table("model", "litellm id", "$/1M in", "$/1M out", "context", "max out", "tags", "description",
+              title="models")
+    for m in p.models:
+        t.add_row(m.name, m.id, f"{m.input_price:g}", f"{m.output_price:g}", str(m.context_window),
+                  str(m.max_output_tokens), ", ".join(m.tags), m.description)
+    out.print(t)
+    t = Table("agent", "role", "models", "tools", "description", title="agents")
+    for a in p.agents:
+        t.add_row(a.name, a.role, ", ".join(a.models) or "(all)", ", ".join(x.name for x in a.tools),
+                  a.description)
+    out.print(t)
+    b = p.budget
+    out.print(f"refiner: {p.refiner.kind}"
+              + (f" ({p.refiner.agent or ''}@{p.refiner.model or ''})" if p.refiner.kind == "llm" else "")
+              + f" · policy: {p.policy} · budget: usd={b.usd} tokens={b.tokens} calls={b.calls} "
+              f"rounds={b.rounds} seconds={b.seconds}")
+
+
+@policies_app.command("list")
+def policies_list() -> None:
+    """Registered policies and recipes under policies/."""
+    from orchestra._paths import named_files
+    from orchestra.policies.base import policy_names
+
+    t = Table("name", "kind", "description")
+    for name, doc in policy_names().items():
+        t.add_row(name, "built-in", doc)
+    for name, path in named_files("policies").items():
+        t.add_row(name, "recipe", str(path))
+    out.print(t)
+
+
+# ----------------------------------------------------------------------------- traces
+def _store(db: Path | None) -> Any:
+    from orchestra.trace.store import SQLiteTraceStore, default_trace_path
+
+    return SQLiteTraceStore(db or default_trace_path(), readonly=True)
+
+
+@traces_app.command("list")
+def traces_list(
+    db: Path | None = typer.Option(None, "--db", help="Trace store file."),
+    limit: int = typer.Option(20, "--limit", "-n"),
+    search: str | None = typer.Option(None, "--search", "-s"),
+    status: str | None = typer.Option(None, "--status"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent runs, newest first."""
+    import datetime as dt
+
+    store = _store(db)
+    rows = store.list_runs(limit=limit, search=search, status=status)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    t = Table("id", "started", "query", "policy", "cost", "calls", "rounds", "status", "answer")
+    for r in rows:
+        started = dt.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else ""
+        t.add_row(r["run_id"][:12], started, (r["query"] or "")[:50], r["policy"] or "",
+                  money(r["cost_usd"]), str(r["calls"]), str(r["rounds"]), r["status"] or "",
+                  (r["answer"] or "")[:40].replace("\n", " "))
+    out.print(t)
+
+
+@traces_app.command("show")
+def traces_show(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    db: Path | None = typer.Option(None, "--db"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every step of a run: decisions, calls, refinements, the answer."""
+    store = _store(db)
+    run_row = store.find_run(run_id)
+    events = store.events(run_row["run_id"])
+    if as_json:
+        sys.stdout.write(json.dumps({"run": run_row, "events": events}, default=str) + "\n")
+        return
+    out.print(f"[bold]run {run_row['run_id']}[/]  {run_row['status']}  {run_row.get('stop_reason') or ''}")
+    out.print(f"query: {run_row['query']}", markup=False)
+    t = Table("seq", "kind", "round", "detail")
+    for e in events:
+        k = e["kind"]
+        if k == "policy_decided":
+            detail = f"{e['action']}: " + ", ".join(f"{c['agent']}@{c['model']}" for c in e["calls"]) + (f" ({e['reason']})" if e["reason"] else "")
+        elif k == "call_finished":
+            detail = (f"{e['agent']}@{e['model']} {e['input_tokens']}+{e['output_tokens']} tok "
+                      f"{money(e['cost_usd'])} {e['latency_s']:.2f}s → {(e['error'] or e['output'])[:80]!r}")
+        elif k == "call_started":
+            detail = f"{e['agent']}@{e['model']} max_tokens={e['max_tokens']} reserved {money(e['reserved_usd'])}"
+        elif k == "refined":
+            detail = f"{e['refiner']} → {e['output'][:80]!r}"
+        elif k == "run_finished":
+            detail = (f"{e['stop_reason']} {money(e['cost_usd'])} {e['calls']} calls "
+                      f"{e['rounds']} rounds {e['duration_s']:.2f}s")
+        elif k == "error":
+            detail = f"[red]{e['where']}: {e['error_type']}: {e['message']}[/]"
+        else:
+            detail = f"pool={e.get('pool')} policy={e.get('policy')}"
+        t.add_row(str(e["seq"]), k, "" if e.get("round") is None else str(e["round"]), detail)
+    out.print(t)
+    out.print(f"answer: {run_row.get('answer')}", markup=False)
+
+
+def _mount_optional() -> None:
+    """Sub-commands whose modules are written separately (data, eval, train, viewer, export)."""
+    try:
+        from orchestra.outcomes.cli import data_app
+
+        app.add_typer(data_app, name="data", help="Inspect recorded outcome tables.")
+    except ImportError:
+        pass
+    try:
+        from orchestra.trace.viewer.cli import viewer_command
+
+        app.command("viewer")(viewer_command)
+    except ImportError:
+        pass
+    try:
+        from orchestra.trace.export import export_command
+
+        traces_app.command("export")(export_command)
+    except ImportError:
+        pass
+    try:
+        from orchestra.eval.cli import eval_command
+
+        app.command("eval")(eval_command)
+    except ImportError:
+        pass
+    try:
+        from orchestra.training.cli import train_app
+
+        app.add_typer(train_app, name="train", help="Train routing policies.")
+    except ImportError:
+        pass
+
+
+_mount_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning orchestra errors into one readable line."""
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        _DEBUG = True
+        args.remove("--debug")
+    try:
+        app(args=args, prog_name="orchestra", standalone_mode=True)
+    except SystemExit:
+        raise
+    except UserError as e:
+        if _DEBUG:
+            raise
+        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)
+    except OrchestraError as e:
+        if _DEBUG:
+            raise
+        err.print(f"[red]run failed:[/] {e}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as e:  # an unexpected bug: still one line, unless --debug
+        if _DEBUG:
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the "
+                  "traceback)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
