@@ -229,20 +229,16 @@ def chat(
                         out.print(f"policy: {orch.policy.name}")
                         continue
                     state["policy"] = arg
-                    history = session.history
                     orch = build()
-                    session = orch.chat()
-                    session.history = history
+                    session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"policy → {orch.policy.name}")
                 elif cmd == "/pool":
                     if not arg:
                         out.print(f"pool: {orch.pool.name}")
                         continue
                     state["pool"] = arg
-                    history = session.history
                     orch = build()
-                    session = orch.chat()
-                    session.history = history
+                    session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"pool → {orch.pool.name} ({len(orch.pool.models)} models)")
                 elif cmd == "/budget":
                     if not arg:
@@ -253,10 +249,8 @@ def chat(
                     except ValueError:
                         raise UserError(f"/budget expects a number of USD (got {arg!r})") from None
                     state["budget_usd"] = value
-                    history = session.history
                     orch = build()
-                    session = orch.chat()
-                    session.history = history
+                    session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"per-turn budget → {money(orch.budget.usd)}")
                 elif cmd == "/trace":
                     if last is None:
