@@ -503,12 +503,12 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         if _DEBUG:
             raise
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        err.print(Text("error: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except OrchestraError as e:
         if _DEBUG:
             raise
-        err.print(f"[red]run failed:[/] {e}", highlight=False)
+        err.print(Text("run failed: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -516,8 +516,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an unexpected bug: still one line, unless --debug
         if _DEBUG:
             raise
-        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the "
-                  "traceback)", highlight=False)
+        err.print(Text("internal error: ", style="red")
+                  + Text(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"),
+                  highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

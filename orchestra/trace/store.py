@@ -28,8 +28,12 @@ from orchestra.errors import UserError
 from orchestra.trace.events import Event, event_to_dict
 
 __all__ = [
-    "TraceStore", "SQLiteTraceStore", "MemoryTraceStore", "default_trace_path", "open_store",
     "AggregateBy",
+    "MemoryTraceStore",
+    "SQLiteTraceStore",
+    "TraceStore",
+    "default_trace_path",
+    "open_store",
 ]
 
 RUN_COLUMNS = (
@@ -432,24 +436,23 @@ class SQLiteTraceStore(TraceStore):
     def aggregate_calls(self, by: AggregateBy, *, search: str | None = None,
                         status: str | None = None, policy: str | None = None,
                         pool: str | None = None) -> list[dict[str, Any]]:
-        # One SQL query over the events' JSON: thousands of runs aggregate in milliseconds.
+        # One SQL query over the events' JSON. Each event's JSON is parsed once (a multi-path
+        # json_extract into a small array), not once per field.
         _check_by(by)
         where, args = self._where(search, status, policy, pool)
-        path = f"$.{by}"
+        key = 0 if by == "model" else 1
         sql = (
-            "SELECT json_extract(data, ?) AS key, count(*) AS calls, "
-            "sum(json_extract(data, '$.error') IS NOT NULL) AS errors, "
-            "total(json_extract(data, '$.cost_usd')) AS cost_usd, "
-            "total(json_extract(data, '$.input_tokens')) AS input_tokens, "
-            "total(json_extract(data, '$.output_tokens')) AS output_tokens, "
-            "total(json_extract(data, '$.latency_s')) AS latency_s, "
-            "count(DISTINCT run_id) AS runs "
+            "WITH c AS MATERIALIZED (SELECT run_id, json_extract(data, '$.model', '$.agent', "
+            "'$.cost_usd', '$.input_tokens', '$.output_tokens', '$.latency_s', '$.error') AS a "
             "FROM events WHERE kind = 'call_finished' "
-            f"AND run_id IN (SELECT run_id FROM runs{where}) "
-            "GROUP BY key ORDER BY cost_usd DESC, calls DESC, key"
+            f"AND run_id IN (SELECT run_id FROM runs{where})) "
+            f"SELECT a ->> {key} AS key, count(*) AS calls, sum(a ->> 6 IS NOT NULL) AS errors, "
+            "total(a ->> 2) AS cost_usd, total(a ->> 3) AS input_tokens, "
+            "total(a ->> 4) AS output_tokens, total(a ->> 5) AS latency_s, "
+            "count(DISTINCT run_id) AS runs FROM c GROUP BY key ORDER BY cost_usd DESC, calls DESC, key"
         )
         with self._lock:
-            rows = self._conn.execute(sql, [path, *args]).fetchall()
+            rows = self._conn.execute(sql, args).fetchall()
         return [
             {
                 "key": str(r["key"]), "calls": int(r["calls"]), "errors": int(r["errors"] or 0),
