@@ -103,6 +103,11 @@ class RunResult:
         }
 
 
+def _requests(calls: list[dict[str, Any]]) -> int:
+    """Model requests made by these call records (tool follow-ups count)."""
+    return sum(int(c.get("requests", 1)) for c in calls)
+
+
 def _steps_from_state(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     by_id = {c["call_id"]: c for c in state.get("calls") or []}
     steps = []
@@ -118,7 +123,8 @@ def _steps_from_state(state: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "output_tokens": c["output_tokens"], "error": c["error"],
             })
         steps.append({"round": s["round"], "action": s["action"], "reason": s.get("reason", ""),
-                      "calls": calls})
+                      "scores": s.get("scores") or {}, "note": s.get("note"),
+                      "dropped": s.get("dropped") or [], "calls": calls})
     refines = [c for c in state.get("calls") or [] if c["role"] == "refine"]
     for c in refines:
         steps.append({"round": c["round"], "action": "refine", "reason": "llm refiner",
@@ -352,7 +358,7 @@ class Orchestra:
             spent_usd=sum(c["cost_usd"] for c in prior_calls),
             spent_input_tokens=sum(c["input_tokens"] for c in prior_calls),
             spent_output_tokens=sum(c["output_tokens"] for c in prior_calls),
-            calls=len(prior_calls),
+            calls=_requests(prior_calls),
             rounds=len(state_like.get("rounds") or []),
         )
         start_seq = self.store.last_seq(rid) + 1 if self.store is not None else 0
@@ -389,11 +395,11 @@ class Orchestra:
         emitter.emit(RunFinished(
             run_id=rid, answer=final["answer"], stop_reason=stop,
             status="budget" if stop.startswith("budget") else "ok", cost_usd=cost,
-            input_tokens=tin, output_tokens=tout, calls=len(calls),
+            input_tokens=tin, output_tokens=tout, calls=_requests(calls),
             rounds=len(final_state.get("rounds") or []), duration_s=duration))
         return RunResult(
             answer=final["answer"], stop_reason=stop, cost_usd=cost, input_tokens=tin,
-            output_tokens=tout, calls=len(calls), rounds=len(final_state.get("rounds") or []),
+            output_tokens=tout, calls=_requests(calls), rounds=len(final_state.get("rounds") or []),
             trace_id=rid, duration_s=duration, steps=_steps_from_state(final_state),
             events=collected, overruns=ledger.overruns,
         )

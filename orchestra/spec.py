@@ -502,6 +502,14 @@ class Pool(_Strict):
             )
         return cls.from_yaml(found)
 
+    @classmethod
+    def from_outcomes(cls, table: Any, **kwargs: Any) -> Pool:
+        """A pool whose models replay an :class:`~orchestra.outcomes.OutcomeTable`'s recorded
+        outcomes; see :func:`orchestra.backends.replay.pool_from_outcomes` for the options."""
+        from orchestra.backends.replay import pool_from_outcomes
+
+        return pool_from_outcomes(table, **kwargs)
+
     def to_yaml(self) -> str:
         """The pool as YAML (tool callables given as import paths only)."""
         data = self.model_dump(mode="json", exclude_defaults=True)

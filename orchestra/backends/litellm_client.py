@@ -164,11 +164,13 @@ def _to_completion(resp: Any) -> Completion:
         except json.JSONDecodeError:
             parsed = {"_raw": args}
         tool_calls.append({"id": tc.id, "name": tc.function.name, "arguments": parsed})
+    # In-process providers that know a call's exact cost (replay: the recorded cost) put it here.
+    exact_cost = (getattr(resp, "_hidden_params", None) or {}).get("orchestra_cost_usd")
     return Completion(
         text=(msg.content or "").strip(),
         input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        cost_usd=None,
+        cost_usd=None if exact_cost is None else float(exact_cost),
         tool_calls=tool_calls,
         finish_reason=getattr(choice, "finish_reason", None),
     )

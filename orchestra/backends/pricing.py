@@ -30,8 +30,9 @@ def litellm_prices(model_id: str) -> tuple[float, float] | None:
     for key in candidates:
         info = cost_map.get(key)
         if info and info.get("input_cost_per_token") is not None:
+            # Rounded: 4e-07 * 1e6 is 0.39999999999999997 in floating point.
             return (
-                float(info["input_cost_per_token"]) * 1e6,
-                float(info.get("output_cost_per_token") or 0.0) * 1e6,
+                round(float(info["input_cost_per_token"]) * 1e6, 9),
+                round(float(info.get("output_cost_per_token") or 0.0) * 1e6, 9),
             )
     return None

@@ -35,7 +35,8 @@ async def run_call(ctx: RunContext, call: dict[str, Any], meta: dict[str, Any]) 
         again = ctx.ledger.reserve(res.cost, call["call_id"])
         if again is None:
             return call_record(call, output="", input_tokens=0, output_tokens=0, cost_usd=0.0,
-                               latency_s=0.0, error="not sent: budget left no room on resume")
+                               latency_s=0.0, error="not sent: budget left no room on resume",
+                               requests=0)
         res = again
     tools = [t.openai_schema() for t in agent.tools] if agent is not None and agent.tools else None
     ctx.emitter.emit(CallStarted(
@@ -50,9 +51,12 @@ async def run_call(ctx: RunContext, call: dict[str, Any], meta: dict[str, Any]) 
     t0 = time.perf_counter()
     output, error = "", None
     steps = 0
+    requests = 0
     current = call
     while True:
-        req = request_for(ctx, model, {**current, "messages": messages}, meta, tools)
+        # Each request gets its own copy: the list grows with tool results afterwards.
+        req = request_for(ctx, model, {**current, "messages": list(messages)}, meta, tools)
+        requests += 1
         try:
             comp = await ctx.backend.complete(req)
         except BackendError as e:
@@ -98,12 +102,13 @@ async def run_call(ctx: RunContext, call: dict[str, Any], meta: dict[str, Any]) 
 
     latency = time.perf_counter() - t0
     record = call_record(call, output=output, input_tokens=total_in, output_tokens=total_out,
-                         cost_usd=total_usd, latency_s=latency, error=error, tool_calls=tool_log)
+                         cost_usd=total_usd, latency_s=latency, error=error, tool_calls=tool_log,
+                         requests=requests)
     ctx.emitter.emit(CallFinished(
         run_id=ctx.run_id, round=call["round"], call_id=call["call_id"], agent=call["agent"],
         model=model.name, model_id=model.id, output=output, input_tokens=total_in,
         output_tokens=total_out, cost_usd=total_usd, latency_s=latency, role=call["role"],
-        error=error, tool_calls=tool_log, budget_left=budget_dict(ctx)))
+        error=error, tool_calls=tool_log, requests=requests, budget_left=budget_dict(ctx)))
     return record
 
 

@@ -55,14 +55,16 @@ async def _decide(ctx: RunContext, view: RunView) -> Any:
 async def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = runtime.context
     view = build_view(state, ctx)
+    # A limit that leaves no room for another call still lets the policy answer (free), but
+    # nothing else: a Route or a Think then ends the run with the limit as the reason.
     why = _stop_reason(ctx)
-    if why is not None:
-        return _finish(state, ctx, view, why)
 
     t0 = time.perf_counter()
     action = await _decide(ctx, view)
     decide_s = time.perf_counter() - t0
     rnd = view.round
+    if why is not None and not isinstance(action, Answer):
+        return _finish(state, ctx, view, why)
 
     if isinstance(action, Think):
         if view.think_steps >= ctx.max_think_steps:

@@ -16,6 +16,7 @@ with different input/output price ratios compare sensibly.
 from __future__ import annotations
 
 import random as _random
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -108,15 +109,27 @@ _VERIFY_PROMPT = (
 )
 
 
+_NEGATIONS = ("not sure", "not correct", "not right", "isn't correct", "is not", "no,")
+
+
 def parse_verdict(text: str) -> bool:
-    """True when a verifier's reply says the answer is right (SURE / yes / correct)."""
+    """True when a verifier's reply says the answer is right.
+
+    Whole words only: SURE / YES / CORRECT / TRUE / RIGHT as the first word, or "sure"/"correct"
+    as a word without a negation (UNSURE, INCORRECT, WRONG, NO, "not sure"). Anything else,
+    empty replies included, counts as unsure, so the cascade escalates when in doubt.
+    """
     t = text.strip().lower()
-    if not t:
+    words = re.findall(r"[a-z]+", t)
+    if not words:
         return False
-    if any(w in t for w in ("unsure", "not sure", "incorrect", "not correct", "wrong")):
+    if any(w in ("unsure", "incorrect", "wrong", "false", "uncertain") for w in words):
         return False
-    first = t.split()[0].strip(".,!:*")
-    return first in ("sure", "yes", "correct", "true") or "sure" in t or "correct" in t
+    if words[0] in ("no", "not") or any(n in t for n in _NEGATIONS):
+        return False
+    if words[0] in ("sure", "yes", "correct", "true", "right"):
+        return True
+    return "sure" in words or "correct" in words
 
 
 class CascadePolicy:
@@ -167,6 +180,9 @@ class CascadePolicy:
             return self._escalate(view, len(answer_rounds), "previous call produced no answer")
         if last is last_answer:
             model = last.calls[0].model
+            if len(answer_rounds) >= len(self.ladder):
+                # Nothing stronger to escalate to: verifying would only spend.
+                return Answer(text=last.answer, reason=f"{model} is the strongest model tried")
             prompt = _VERIFY_PROMPT.format(query=view.query, answer=last.answer)
             return Route([Call(agent=self.verifier, model=self._verifier_model_for(model),
                                prompt=prompt, max_tokens=8)],

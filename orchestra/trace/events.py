@@ -109,6 +109,7 @@ class CallFinished(_Base):
     role: Literal["route", "refine", "tool"] = "route"
     error: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 1
     budget_left: dict[str, Any] = field(default_factory=dict)
 
 

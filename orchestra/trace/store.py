@@ -73,7 +73,7 @@ def _summary_update(run: dict[str, Any], ev: dict[str, Any]) -> None:
         run["cost_usd"] = (run.get("cost_usd") or 0.0) + ev["cost_usd"]
         run["input_tokens"] = (run.get("input_tokens") or 0) + ev["input_tokens"]
         run["output_tokens"] = (run.get("output_tokens") or 0) + ev["output_tokens"]
-        run["calls"] = (run.get("calls") or 0) + 1
+        run["calls"] = (run.get("calls") or 0) + int(ev.get("requests", 1))
     elif kind == "refined":
         run["rounds"] = max(run.get("rounds") or 0, ev["round"] + 1)
         run["answer"] = ev["output"]

@@ -323,3 +323,49 @@ def test_store_summary_matches_the_result() -> None:
     assert row is not None
     assert row["status"] == "ok" and row["calls"] == r.calls
     assert row["cost_usd"] == pytest.approx(r.cost_usd) and row["answer"] == r.answer
+
+
+@pytest.mark.parametrize("reply, sure", [
+    ("SURE", True), ("Yes, that's right.", True), ("sure.", True), ("The answer is correct", True),
+    ("UNSURE", False), ("Not sure", False), ("No, it is Lyon.", False), ("Pressure", False),
+    ("Measure twice", False), ("incorrect", False), ("", False), ("SURERA", False),
+])
+def test_verdict_parsing_uses_whole_words(reply: str, sure: bool) -> None:
+    from orchestra.policies.baselines import parse_verdict
+
+    assert parse_verdict(reply) is sure
+
+
+def test_cascade_does_not_verify_the_last_model() -> None:
+    pool = make_pool(prices=[(0.1, 0.1), (1.0, 1.0)], names=["cheap", "strong"])
+
+    def reply(req: CompletionRequest) -> str:
+        return "UNSURE" if "SURE or UNSURE" in last_user_message(req) else f"from {req.model.name}"
+
+    r = orch(pool, FunctionBackend(reply), policy="cascade", budget=Budget(rounds=3)).run("q")
+    assert r.answer == "from strong" and r.stop_reason == "answered" and r.rounds == 3
+
+
+def test_tool_follow_ups_count_as_calls_and_requests_are_not_mutated() -> None:
+    def echo(x: str) -> str:
+        return x
+
+    tool = ToolSpec(name="echo", parameters={"type": "object", "properties": {"x": {"type": "string"}}},
+                    function=echo)
+    m = ModelSpec(name="m", id="test/m", input_price=1, output_price=1, max_output_tokens=32)
+    pool = Pool(models=(m,), agents=(AgentSpec(name="a", tools=(tool,)),),
+                refiner=RefinerSpec(kind="vote"))
+    sizes: list[int] = []
+
+    def reply(req: CompletionRequest) -> Any:
+        sizes.append(len(req.messages))
+        if req.messages[-1]["role"] == "tool":
+            return "done"
+        return Completion(text="", input_tokens=2, output_tokens=2,
+                          tool_calls=[{"id": "1", "name": "echo", "arguments": {"x": "hi"}}])
+
+    be = FunctionBackend(reply)
+    store = MemoryTraceStore()
+    r = orch(pool, be, policy="cheapest", store=store).run("q")
+    assert [len(c.messages) for c in be.calls] == sizes == [2, 4]  # recorded as sent
+    assert r.calls == 2 and store.get_run(r.trace_id)["calls"] == 2  # type: ignore[index]
