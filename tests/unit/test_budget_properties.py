@@ -124,7 +124,7 @@ class TestMaxOutputThatFits:
         cap=st.integers(1, 10**5),
     )
     @settings(max_examples=max(1, 300 * _N), deadline=None)
-    def test_result_always_fits_and_is_nearly_maximal(
+    def test_result_always_fits_and_is_maximal(
         self, usd_left: float | None, tokens_left: int | None, prompt: int, in_price: float,
         out_price: float, cap: int,
     ) -> None:
@@ -910,7 +910,9 @@ def test_runs_never_overspend(scenario: tuple[Any, ...]) -> None:
                 assert not _could_fit(call, rec.views[-1], backend), (
                     call, rec.views[-1].budget_left)
     else:
-        # Stopped before asking the policy: the named limit really is used up.
+        # A limit left no room for another call: the policy was still asked (it may answer for
+        # free) but wanted a call or a think, so the run stopped. The limit really is used up.
+        assert not isinstance(rec.actions[-1], Answer)
         limit = stop.removeprefix("budget:")
         if limit == "rounds":
             assert b.rounds is not None and led.rounds >= b.rounds
