@@ -50,7 +50,8 @@ class Emitter:
 
     def emit(self, event: Event) -> Event:
         with self._lock:
-            event = dataclasses.replace(event, seq=self._seq)
+            # Events are frozen; numbering in place is cheaper than dataclasses.replace.
+            object.__setattr__(event, "seq", self._seq)
             self._seq += 1
             if self.store is not None:
                 self.store.append(event)

@@ -1,4 +1,5 @@
-"""The graph's nodes, one a file: route (policy decides), dispatch (one call), refine (merge)."""
+"""The graph's steps, one a file: route (refine the last round, then the policy decides),
+dispatch (one call, a parallel branch each), refine (merge a round's outputs)."""
 
 from orchestra.nodes.dispatch import dispatch_node
 from orchestra.nodes.refine import refine_node

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
@@ -20,8 +19,9 @@ def new_call_id() -> str:
 
 
 def budget_dict(ctx: RunContext) -> dict[str, Any]:
-    """What is left of the budget, as JSON for events."""
-    return dataclasses.asdict(ctx.ledger.left())
+    """What is left of the budget, as JSON for events (``vars`` of a flat dataclass: a shallow
+    copy, much cheaper than ``dataclasses.asdict``)."""
+    return dict(vars(ctx.ledger.left()))
 
 
 def build_view(state: RunState, ctx: RunContext) -> RunView:

@@ -19,7 +19,7 @@ from orchestra.refiners import vote
 from orchestra.state import RunContext, RunState
 from orchestra.trace.events import Refined
 
-__all__ = ["refine_node"]
+__all__ = ["refine_node", "refine_round", "round_pending"]
 
 
 def _vote(ctx: RunContext, ok: list[dict[str, Any]]) -> tuple[str, dict[str, int]]:
@@ -28,8 +28,19 @@ def _vote(ctx: RunContext, ok: list[dict[str, Any]]) -> tuple[str, dict[str, int
     return ok[idx]["output"], counts
 
 
+def round_pending(state: RunState) -> bool:
+    """Whether the current round has dispatched calls that are not refined yet."""
+    rnd = len(state.get("rounds") or [])
+    return any(c["round"] == rnd and c["role"] == "route" for c in state.get("calls") or [])
+
+
 async def refine_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    ctx = runtime.context
+    """The refine step as a LangGraph node (see :func:`refine_round`)."""
+    return await refine_round(runtime.context, state)
+
+
+async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
+    """Merge the current round's outputs; returns the state update (round record, refiner call)."""
     rnd = len(state.get("rounds") or [])
     calls = [c for c in state.get("calls") or [] if c["round"] == rnd and c["role"] == "route"]
     answerers = {a.name for a in ctx.pool.agents if a.role == "answer"}

@@ -8,7 +8,6 @@ with the best answer it has and says why.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from langgraph.runtime import Runtime
 from orchestra.budget import CallCost
 from orchestra.errors import OrchestraError, RoutingError
 from orchestra.nodes.common import budget_dict, build_view, new_call_id, plan_call
+from orchestra.nodes.refine import refine_round, round_pending
 from orchestra.policies.base import Answer, Route, RunView, Think
 from orchestra.prompts import build_messages
 from orchestra.state import RunContext, RunState
@@ -52,8 +52,31 @@ async def _decide(ctx: RunContext, view: RunView) -> Any:
         raise RoutingError(f"policy {getattr(policy, 'name', policy)!r} failed: {type(e).__name__}: {e}") from e
 
 
+_APPENDED = ("rounds", "calls", "steps", "notes")
+
+
 async def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Refine the round that just finished (if any), then ask the policy for the next action.
+
+    Refining at the head of the next route step keeps each round to two LangGraph supersteps
+    (route, dispatch) instead of three; the refine step, its events and its budget are the same.
+    """
     ctx = runtime.context
+    if not round_pending(state):
+        return await _route(state, ctx)
+    refined = await refine_round(ctx, state)
+    after = dict(state)
+    for key in ("rounds", "calls"):
+        after[key] = list(state.get(key) or []) + refined.get(key, [])  # type: ignore[literal-required]
+    decided = await _route(after, ctx)  # type: ignore[arg-type]
+    merged = dict(decided)
+    for key in _APPENDED:
+        if key in refined or key in decided:
+            merged[key] = list(refined.get(key, [])) + list(decided.get(key, []))
+    return merged
+
+
+async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
     view = build_view(state, ctx)
     # A limit that leaves no room for another call still lets the policy answer (free), but
     # nothing else: a Route or a Think then ends the run with the limit as the reason.
@@ -155,6 +178,4 @@ async def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
         out = _finish(state, ctx, view, f"budget:{limit}")
         out["steps"] = [step]
         return out
-    # Yield once so a consumer of the live stream sees the decision before the calls start.
-    await asyncio.sleep(0)
     return {"plan": kept, "steps": [step]}

@@ -41,6 +41,10 @@ RUN_COLUMNS = (
     "answer", "cost_usd", "input_tokens", "output_tokens", "calls", "rounds", "duration_s",
     "budget", "meta",
 )
+# Events that change a run's summary row; the others are only appended to ``events``.
+_SUMMARY_KINDS = frozenset({"run_started", "call_finished", "refined", "run_finished", "error"})
+_COLS = ", ".join(RUN_COLUMNS)
+_MARKS = ", ".join("?" for _ in RUN_COLUMNS)
 SortKey = Literal["started_at", "cost_usd", "calls", "rounds", "duration_s", "query"]
 #: What :meth:`TraceStore.aggregate_calls` groups finished calls by.
 AggregateBy = Literal["model", "agent"]
@@ -307,6 +311,7 @@ class SQLiteTraceStore(TraceStore):
     def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else default_trace_path()
         self._lock = threading.RLock()
+        self._summaries: dict[str, dict[str, Any]] = {}
         if readonly and not self.path.exists():
             raise UserError(
                 f"trace store {str(self.path)!r} does not exist; run something first "
@@ -349,19 +354,30 @@ class SQLiteTraceStore(TraceStore):
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (ev["run_id"], ev["seq"], ev["ts"], ev["kind"], ev.get("round"), data),
                 )
-                run = self._get_run_unlocked(ev["run_id"]) or {c: None for c in RUN_COLUMNS}
-                _summary_update(run, ev)
-                row = {c: run.get(c) for c in RUN_COLUMNS}
-                row["budget"] = json.dumps(row["budget"]) if row["budget"] is not None else None
-                row["meta"] = json.dumps(row["meta"]) if row["meta"] is not None else None
-                cols = ", ".join(RUN_COLUMNS)
-                marks = ", ".join("?" for _ in RUN_COLUMNS)
-                cur.execute(f"INSERT OR REPLACE INTO runs({cols}) VALUES ({marks})",
-                            [row[c] for c in RUN_COLUMNS])
+                if ev["kind"] in _SUMMARY_KINDS:
+                    self._write_summary(cur, ev)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+
+    def _write_summary(self, cur: sqlite3.Cursor, ev: dict[str, Any]) -> None:
+        # This process is the run's only writer, so its summary is cached between events
+        # instead of being read back from the table each time.
+        rid = ev["run_id"]
+        run = self._summaries.get(rid)
+        if run is None:
+            run = self._get_run_unlocked(rid) or {c: None for c in RUN_COLUMNS}
+        _summary_update(run, ev)
+        if ev["kind"] in ("run_finished", "error") and run.get("status") != "running":
+            self._summaries.pop(rid, None)
+        else:
+            self._summaries[rid] = run
+        row = {c: run.get(c) for c in RUN_COLUMNS}
+        row["budget"] = json.dumps(row["budget"]) if row["budget"] is not None else None
+        row["meta"] = json.dumps(row["meta"]) if row["meta"] is not None else None
+        cur.execute(f"INSERT OR REPLACE INTO runs({_COLS}) VALUES ({_MARKS})",
+                    [row[c] for c in RUN_COLUMNS])
 
     # ----------------------------------------------------------------- reading
     @staticmethod
