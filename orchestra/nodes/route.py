@@ -65,10 +65,9 @@ async def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     if not round_pending(state):
         return await _route(state, ctx)
     refined = await refine_round(ctx, state)
-    after = dict(state)
-    for key in ("rounds", "calls"):
-        after[key] = list(state.get(key) or []) + refined.get(key, [])  # type: ignore[literal-required]
-    decided = await _route(after, ctx)  # type: ignore[arg-type]
+    after: RunState = {**state, "rounds": [*(state.get("rounds") or []), *refined.get("rounds", [])],
+                       "calls": [*(state.get("calls") or []), *refined.get("calls", [])]}
+    decided = await _route(after, ctx)
     merged = dict(decided)
     for key in _APPENDED:
         if key in refined or key in decided:
