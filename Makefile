@@ -11,6 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
+# llama.cpp is built with OpenMP: spinning worker threads make it ~25x slower on a busy 2-core box.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-fast typecheck lint bench clean system-deps
 

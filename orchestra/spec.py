@@ -142,6 +142,12 @@ class ModelSpec(_Strict):
         from orchestra.backends.pricing import litellm_prices
 
         known = litellm_prices(self.id)
+        if known is None and self.provider == "local":
+            # Embedded models have documented nominal prices (orchestra.backends.local).
+            from orchestra.backends.local import get_local_model
+
+            info = get_local_model(self.id)
+            known = (info.input_price, info.output_price)
         if known is None:
             raise UserError(
                 f"model {self.name!r} ({self.id!r}) has no price: litellm's cost map does not "

@@ -120,6 +120,9 @@ class LiteLLMBackend:
             kwargs["stop"] = request.stop
         if request.tools:
             kwargs["tools"] = request.tools
+            # Our tools are plain functions run by the runtime, never MCP-gateway tools; without
+            # this flag litellm imports its MCP handler (an extra package) for any call with tools.
+            kwargs["_skip_mcp_handler"] = True
         if model.api_base:
             kwargs["api_base"] = model.api_base
         if model.api_key_env:
