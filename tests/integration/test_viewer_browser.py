@@ -139,7 +139,8 @@ def make_runs(path: Path) -> dict[str, str]:
     run("ensemble", "What is the capital of France?", policy="ensemble", gold="Paris")
     run("layers", "What is 17 * 23?", policy="ensemble", params={"layers": 2}, gold="391")
     run("cascade", "Who wrote 'The Brothers Karamazov'?", policy="cascade", gold="Dostoevsky")
-    run("budget", "What is 17 * 23? Show your work.", policy="ensemble", params={"layers": 2},
+    # Three layers under a 4-call limit: round 2 cannot send anything, so the run stops by budget.
+    run("budget", "What is 17 * 23? Show your work.", policy="ensemble", params={"layers": 3},
         budget=Budget(usd=1.0, calls=4, rounds=4))
     run("timeout", "Summarise this report (timeout expected)", policy="ensemble")
     run("broken", "Route me somewhere impossible", policy=BrokenPolicy())
@@ -245,7 +246,7 @@ def test_runs_list_sort_filter_search(page: Any, server: ViewerServer, store: SQ
     page.select_option('select[data-filter="status"]', "budget")
     stopped = [r["run_id"] for r in store.list_runs(status="budget", sort="cost_usd",
                                                      descending=False)]
-    assert set(stopped) == {runs["budget"], runs["cascade"]}
+    assert set(stopped) == {runs["budget"]}  # the cascade answers within its rounds
     expect(rows).to_have_count(len(stopped))
     assert [r.get_attribute("data-run-id") for r in rows.all()] == stopped
     page.select_option('select[data-filter="status"]', "")
@@ -524,7 +525,9 @@ def test_compare_two_runs(page: Any, server: ViewerServer, store: SQLiteTraceSto
     # Per-round models: the ensemble called three models at once; the cascade one per round.
     row0 = page.locator('[data-testid="cmp-rounds"] tr[data-round="0"]')
     expect(row0.locator("td").nth(0).locator(".chip")).to_have_count(3)
-    cascade_rounds = sorted({e["round"] for e in store.events(b) if e["kind"] == "call_finished"})
+    # One row per round that has a decision or a call (the final answer decision included).
+    cascade_rounds = sorted({e["round"] for e in store.events(b)
+                             if e["kind"] in ("call_finished", "policy_decided")})
     expect(page.locator('[data-testid="cmp-rounds"] tbody tr')).to_have_count(
         max(len(cascade_rounds), 1) if cascade_rounds else 1)
     expect(page.locator('[data-testid="cmp-rounds"] tr[data-round="1"] td').nth(1)).to_contain_text("verifier · mini")
