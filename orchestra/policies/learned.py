@@ -1,0 +1,215 @@
+"""Learned routing policies: ``knn``, ``mlp`` and ``mf``, backed by a trained router artifact.
+
+Each predicts every model's score and cost for the query (:mod:`orchestra.training.routers`),
+routes in round 0 to the model(s) maximising ``score - lam * cost / cost_scale`` among those
+whose cautious predicted cost fits the USD budget left, then answers after the first round. The
+predictions, utilities, λ and the decision are put in ``Route.scores``, so traces show why.
+
+Parameters (``--param key=value`` or a recipe's ``params:``):
+
+* ``path``: the artifact directory written by ``orchestra train <kind>``. A path that does not
+  exist is looked up by its last component in ``<data home>/artifacts/`` (where ``orchestra
+  train`` writes by default), so recipes can say ``path: routerbench-knn``. Default:
+  ``routerbench-<kind>``.
+* ``lam``: the cost weight λ (cost normalised by the mean cost of the training data's most
+  expensive model, so λ grids compare across datasets). Default: the artifact's ``default_lam``
+  (the cheapest λ whose training quality is within 0.01 of the best).
+* ``target_cost``: instead of λ, the USD per query to aim at (calibrated on the training data).
+* ``target_strong_share``: instead of λ, the share of calls to the most expensive model.
+* ``k``: fan out to the top-k models (default 1).
+* ``agent``: the agent to call (default: the pool's answer agent).
+
+The policy's models are the pool's models the artifact knows (matched by name, then by litellm
+id); the others are never chosen.
+
+Example:
+    >>> from orchestra.policies import resolve_policy            # doctest: +SKIP
+    >>> policy = resolve_policy("knn", pool, {"path": "routerbench-knn", "lam": 0.5})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from orchestra.errors import UserError
+from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
+
+if TYPE_CHECKING:
+    from orchestra.embed import Embedder
+    from orchestra.spec import Pool
+    from orchestra.training.routers import TrainedRouter
+
+__all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy"]
+
+class LearnedRouterPolicy:
+    """Route once with a trained router, then answer.
+
+    Args:
+        pool: the pool to route over.
+        path: artifact directory or name (see the module docstring).
+        lam: cost weight λ >= 0.
+        k: number of models to call in parallel (top-k by utility).
+        target_cost: calibrate λ to this USD per query instead.
+        target_strong_share: calibrate λ to this share of calls to the priciest model instead.
+        agent: the agent to call.
+        embedder: an embedder instance to use instead of the artifact's (same vectors needed).
+        router: an already loaded router (instead of ``path``).
+
+    Raises:
+        UserError: missing artifact (naming the ``orchestra train`` command), bad λ / k /
+            targets, or no pool model known to the artifact.
+    """
+
+    kind = "knn"
+
+    def __init__(self, pool: Pool, path: str | None = None, lam: float | None = None, k: int = 1,
+                 target_cost: float | None = None, target_strong_share: float | None = None,
+                 agent: str | None = None, embedder: Embedder | None = None,
+                 router: TrainedRouter | None = None) -> None:
+        from orchestra.training.routers import load_router, resolve_artifact
+
+        if router is None:
+            router = load_router(resolve_artifact(path, self.kind), kind=self.kind)
+        elif router.kind != self.kind:
+            raise UserError(f"expected a {self.kind!r} router (got a {router.kind!r} one)")
+        self.router = router
+        self.agent = pool.agent(agent).name if agent else pool.answer_agent.name
+        allowed = pool.models_for(self.agent)
+        # Map artifact columns to pool models: by name first, then by litellm id.
+        self.columns: list[int] = []
+        self.model_names: list[str] = []
+        for j, name in enumerate(router.models):
+            spec = next((m for m in allowed if m.name == name), None) or next(
+                (m for m in allowed if m.id == name), None)
+            if spec is not None:
+                self.columns.append(j)
+                self.model_names.append(spec.name)
+        if not self.columns:
+            raise UserError(
+                f"the {self.kind} router at {str(router.path)!r} knows none of the models agent "
+                f"{self.agent!r} may use (router: {router.models}; pool: "
+                f"{[m.name for m in allowed]}); train it on outcomes of this pool's models"
+            )
+        try:
+            k = int(k)
+        except (TypeError, ValueError):
+            raise UserError(f"k must be an integer >= 1 (got {k!r})") from None
+        if k < 1:
+            raise UserError(f"k must be an integer >= 1 (got {k!r})")
+        self.k = min(k, len(self.columns))
+        given = [n for n, v in (("lam", lam), ("target_cost", target_cost),
+                                ("target_strong_share", target_strong_share)) if v is not None]
+        if len(given) > 1:
+            raise UserError(f"give at most one of lam, target_cost, target_strong_share "
+                            f"(got {given})")
+        if target_cost is not None or target_strong_share is not None:
+            lam = router.lambda_for(
+                target_cost=None if target_cost is None else _num(target_cost, "target_cost"),
+                target_strong_share=None if target_strong_share is None
+                else _num(target_strong_share, "target_strong_share"))
+        elif lam is None:
+            lam = router.default_lam
+        lam = _num(lam, "lam")
+        if lam < 0:
+            raise UserError(f"lam must be >= 0 (got {lam!r}); 0 ignores cost")
+        self.lam = lam
+        self._embedder = embedder
+        self._cols = np.asarray(self.columns, dtype=np.intp)
+        self.name = f"{self.kind}(lam={lam:.4g}{f',k={self.k}' if self.k > 1 else ''})"
+
+    # ------------------------------------------------------------------ API
+    def default_lambdas(self) -> list[float]:
+        """λ values for a sweep: the artifact's compact grid of distinct operating points."""
+        return self.router.default_lambdas()
+
+    def predict(self, queries: Sequence[str], tasks: Sequence[str | None] | None = None
+                ) -> list[dict[str, Any]]:
+        """Per-query predictions over the policy's models (:attr:`model_names`).
+
+        Memoised on the loaded router, so policies at several λ share them; misses are embedded
+        in one batch (call this with all queries first to warm a sweep).
+
+        Returns:
+            One dict per query: ``scores``, ``costs``, ``high_costs`` (arrays over
+            :attr:`model_names`), ``task`` and ``task_inferred``.
+        """
+        tasks = list(tasks) if tasks is not None else [None] * len(queries)
+        rows = self.router.predict_memo(list(queries), tasks, embedder=self._embedder)
+        cols = self._cols
+        return [{"scores": r["scores"][cols], "costs": r["costs"][cols],
+                 "high_costs": r["high_costs"][cols], "task": r["task"],
+                 "task_inferred": r["task_inferred"]} for r in rows]
+
+    def choose(self, query: str, task: str | None = None,
+               budget_usd: float | None = None) -> tuple[list[str], dict[str, Any]]:
+        """The chosen model names and the scores dict for the trace."""
+        from orchestra.training.routers import choose_models
+
+        p = self.predict([query], [task])[0]
+        picked = choose_models(p["scores"], p["costs"], self.lam, self.router.cost_scale,
+                               k=self.k, budget_usd=budget_usd, high_costs=p["high_costs"])
+        util = p["scores"] - self.lam * p["costs"] / self.router.cost_scale
+        fits = (np.ones(len(util), dtype=bool) if budget_usd is None
+                else p["high_costs"] <= budget_usd)
+        scores = {
+            "router": self.kind, "lam": self.lam, "k": self.k,
+            "cost_scale": self.router.cost_scale, "task": p["task"],
+            "task_inferred": p["task_inferred"],
+            "models": {n: {"score": float(p["scores"][i]), "cost": float(p["costs"][i]),
+                           "utility": float(util[i]), "fits": bool(fits[i])}
+                       for i, n in enumerate(self.model_names)},
+            "chosen": [self.model_names[i] for i in picked],
+        }
+        return [self.model_names[i] for i in picked], scores
+
+    def decide(self, view: RunView) -> Any:
+        if view.rounds:
+            return Answer(reason="routed once; answering")
+        task = view.meta.get("task") if view.meta else None
+        names, scores = self.choose(view.query, str(task) if task is not None else None,
+                                    view.budget_left.usd)
+        if not names:
+            return Answer(reason=f"no model's predicted cost fits the USD left "
+                                 f"({view.budget_left.usd!r})", scores=scores)
+        best = scores["models"][names[0]]
+        return Route([Call(agent=self.agent, model=n) for n in names],
+                     reason=f"{self.kind}: best predicted score - {self.lam:.3g}·cost: "
+                            f"{', '.join(names)} (score {best['score']:.2f}, "
+                            f"cost ${best['cost']:.2g})",
+                     scores=scores)
+
+
+def _num(v: Any, name: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number (got {v!r})") from None
+
+
+class KNNPolicy(LearnedRouterPolicy):
+    """kNN router over query embeddings (``orchestra train knn``)."""
+
+    kind = "knn"
+
+
+class MLPPolicy(LearnedRouterPolicy):
+    """MLP router over query embeddings (``orchestra train mlp``)."""
+
+    kind = "mlp"
+
+
+class MFPolicy(LearnedRouterPolicy):
+    """Matrix-factorisation router (``orchestra train mf``)."""
+
+    kind = "mf"
+
+
+register_policy("knn", KNNPolicy,
+                doc="learned kNN router: max predicted score - lam·cost (path=, lam=, k=)")
+register_policy("mlp", MLPPolicy,
+                doc="learned MLP router: max predicted score - lam·cost (path=, lam=, k=)")
+register_policy("mf", MFPolicy,
+                doc="learned matrix-factorisation router (RouteLLM MF, N models) (path=, lam=, k=)")

@@ -1,0 +1,214 @@
+"""``orchestra train``: train learned routing policies from recorded outcome tables.
+
+The lead mounts :data:`train_app` as ``orchestra train``; it also runs on its own
+(``python -m orchestra.training.cli knn --data routerbench``).
+
+Every command trains on the given split only (``train`` by default), picks hyperparameters by
+k-fold cross-validation on it, and writes an artifact directory (default
+``<data home>/artifacts/<data>-<kind>``) that the policy of the same name loads::
+
+    orchestra train knn --data routerbench
+    orchestra run "..." --policy knn --param path=routerbench-knn
+
+To add a trainer, register a command on :data:`train_app` (``@train_app.command("gnn")``);
+:func:`train_options` and :func:`run_training` are reusable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from orchestra.errors import UserError
+
+__all__ = ["TrainOptions", "run_training", "train_app", "train_options"]
+
+train_app = typer.Typer(
+    name="train",
+    help="Train learned routing policies (kNN, MLP, matrix factorisation) on recorded outcomes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@train_app.callback()
+def _train() -> None:
+    """Train learned routing policies on recorded outcome tables (train split only)."""
+
+
+DataOpt = Annotated[str, typer.Option(
+    "--data", help="Outcome table: a name (routerbench, llmrouter) or a path (.jsonl/.csv/"
+    ".parquet, RouterBench file, benchmark folder).")]
+SplitOpt = Annotated[str | None, typer.Option(
+    "--split", help="Split to train on (default: train; an outcome file without splits is used "
+    "whole). Never the split you will evaluate on.")]
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", help="Artifact directory (default: <data home>/artifacts/<data>-<kind>).")]
+EmbedderOpt = Annotated[str, typer.Option("--embedder", help="Query embedder: minilm or hashing.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for folds and network initialisation.")]
+FoldsOpt = Annotated[int, typer.Option("--folds", help="Cross-validation folds (>= 2).")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="Fix a hyperparameter KEY=VALUE instead of searching it (repeatable); "
+    "with any --param the grid search is skipped.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
+EnsembleOpt = Annotated[int, typer.Option(
+    "--ensemble", min=1, help="Networks averaged in the final fit (CV compares single ones).")]
+
+
+class TrainOptions(dict[str, Any]):
+    """The options every ``orchestra train`` command shares (a dict, for easy extension)."""
+
+
+def train_options(data: str, split: str | None, out: Path | None, embedder: str, seed: int,
+                  folds: int, param: list[str] | None, as_json: bool,
+                  ensemble: int | None = None) -> TrainOptions:
+    return TrainOptions(data=data, split=split, out=out, embedder=embedder, seed=seed,
+                        folds=folds, params=_params(param), as_json=as_json, ensemble=ensemble)
+
+
+def _params(items: list[str] | None) -> dict[str, Any] | None:
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"expected --param KEY=VALUE (got {item!r})")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
+    """Load the data, embed it, cross-validate, train, save; show rich progress on stderr.
+
+    Returns:
+        A summary: artifact path, chosen hyperparameters, CV AIQ, λ grid.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestra.embed import get_embedder
+    from orchestra.outcomes.loaders import load_outcomes
+    from orchestra.training.routers import (
+        DEFAULT_GRIDS,
+        ROUTER_KINDS,
+        default_artifact_dir,
+        prepare_data,
+        train_router,
+    )
+
+    if kind not in ROUTER_KINDS:
+        raise UserError(f"unknown router kind {kind!r}; expected one of {list(ROUTER_KINDS)}")
+    if opts["embedder"] not in ("minilm", "hashing"):
+        raise UserError(f"--embedder must be 'minilm' or 'hashing' (got {opts['embedder']!r})")
+    err = Console(stderr=True, emoji=False, highlight=False)
+    data_name = str(opts["data"])
+    split = opts["split"]
+    if (split or data_name.rpartition(":")[2]).lower() == "test":
+        err.print("[yellow]warning:[/yellow] training on a test split; evaluate on another split")
+    table = load_outcomes(data_name, split=split)
+    if ":" in data_name:
+        source = data_name
+    elif Path(data_name).exists():
+        source = data_name if split is None else f"{data_name}:{split}"
+    else:  # a known name: load_outcomes took its train split unless told otherwise
+        source = f"{data_name}:{split or 'train'}"
+    err.print(f"[bold]{kind}[/bold] router on {source}: {table.n_queries} queries x "
+              f"{table.n_models} models, {len(table.tasks)} task(s)")
+    embedder = get_embedder(opts["embedder"])  # type: ignore[arg-type]
+    with err.status(f"embedding {table.n_queries} queries with {embedder.name} (cached on disk)"):
+        data = prepare_data(table, embedder, source=source)
+    grid = None if opts["params"] else DEFAULT_GRIDS[kind]
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        router = train_router(kind, data, params=opts["params"], grid=grid,  # type: ignore[arg-type]
+                              folds=opts["folds"], seed=opts["seed"],
+                              ensemble=opts.get("ensemble"), progress=progress)
+    base, _, used_split = source.rpartition(":") if ":" in source else (source, "", "")
+    if base and used_split and used_split != "train":
+        base = f"{base}-{used_split}"
+    out = opts["out"] or default_artifact_dir(base or source, kind)
+    path = router.save(out)
+    cv = router.config["cv"]
+    summary = {
+        "kind": kind, "artifact": str(path), "data": source, "n_train": data.n,
+        "embedder": embedder.name, "params": router.scorer.params(),
+        "cv_folds": cv["folds"], "cv_oof_aiq": cv["best_oof_aiq"], "cv_oof_bce": cv["best_oof_bce"],
+        "configs_tried": len(cv["grid"]), "default_lam": router.default_lam,
+        "lambdas": router.default_lambdas(), "seconds": router.config["train_seconds"],
+    }
+    return summary
+
+
+def _render(summary: dict[str, Any], as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    con = Console()
+    t = Table(show_header=False, box=None)
+    for key in ("kind", "artifact", "data", "n_train", "embedder", "params", "cv_folds",
+                "configs_tried", "cv_oof_aiq", "cv_oof_bce", "default_lam", "seconds"):
+        v = summary[key]
+        t.add_row(key, f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float)
+                  else str(v))
+    con.print(t)
+    name = Path(summary["artifact"]).name
+    con.print(f"use it: [bold]orchestra run \"...\" --policy {summary['kind']} "
+              f"--param path={summary['artifact']}[/bold]"
+              + (f"  (or path={name})" if Path(summary["artifact"]).parent.name == "artifacts"
+                 else ""))
+
+
+def _main(kind: str, opts: TrainOptions) -> None:
+    from rich.console import Console
+
+    try:
+        summary = run_training(kind, opts)
+    except UserError as e:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    _render(summary, opts["as_json"])
+
+
+@train_app.command("knn")
+def knn(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
+        embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
+        param: ParamOpt = None, as_json: JsonOpt = False) -> None:
+    """kNN router: k, distance weighting, task bonus and task prior chosen by CV."""
+    _main("knn", train_options(data, split, out, embedder, seed, folds, param, as_json))
+
+
+@train_app.command("mlp")
+def mlp(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
+        embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
+        param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False) -> None:
+    """MLP router (torch, CPU): dropout and weight decay chosen by CV, early stopping."""
+    _main("mlp", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
+
+
+@train_app.command("mf")
+def mf(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
+       embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
+       param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False) -> None:
+    """Matrix-factorisation router (RouteLLM MF for N models): dim and weight decay by CV."""
+    _main("mf", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    train_app()
