@@ -863,7 +863,6 @@ def _timeout_message(model: LoadedModel, timeout: float | None) -> str:
 # --------------------------------------------------------------------------------------------
 # litellm provider
 
-_REGISTER_LOCK = threading.Lock()
 _PROVIDER_CLASS: type | None = None
 
 
@@ -1063,27 +1062,12 @@ def register_local_provider() -> Any:
     Returns:
         The registered handler (a ``litellm.CustomLLM``).
     """
-    litellm = _import_litellm()
-    cls = _provider_class()
-    with _REGISTER_LOCK:
-        for item in litellm.custom_provider_map:
-            if item.get("provider") == PROVIDER:
-                if not isinstance(item.get("custom_handler"), cls):
-                    raise UserError(
-                        f"litellm provider {PROVIDER!r} is already registered to "
-                        f"{item.get('custom_handler')!r}; orchestra's embedded models need it"
-                    )
-                return item["custom_handler"]
-        handler = cls()
-        litellm.custom_provider_map = [
-            *litellm.custom_provider_map,
-            {"provider": PROVIDER, "custom_handler": handler},
-        ]
-        # litellm does this itself at each call; doing it now lets code that asks
-        # litellm about providers before the first call see "local".
-        from litellm.utils import custom_llm_setup
+    from orchestra.backends.pricing import register_custom_provider
 
-        custom_llm_setup()
+    litellm = _import_litellm()
+    handler, new = register_custom_provider(PROVIDER, _provider_class(),
+                                            "orchestra's embedded models")
+    if new:
         # register_model warns that these models have no cache-token prices; they need none.
         from litellm._logging import verbose_logger
 
@@ -1093,7 +1077,7 @@ def register_local_provider() -> Any:
             litellm.register_model(_cost_map_entries())
         finally:
             verbose_logger.setLevel(level)
-        return handler
+    return handler
 
 
 def _cost_map_entries() -> dict[str, dict[str, Any]]:

@@ -445,7 +445,6 @@ class ReplayBackend:
 
 # ------------------------------------------------------------------------------ litellm provider
 _PROVIDER_CLASS: type | None = None
-_REGISTER_LOCK = threading.Lock()
 
 
 def _provider_class() -> type:
@@ -516,27 +515,10 @@ def register_replay_provider() -> Any:
     Returns:
         The registered handler (a ``litellm.CustomLLM``).
     """
-    from orchestra.backends.pricing import import_litellm
+    from orchestra.backends.pricing import register_custom_provider
 
-    litellm = import_litellm()
-    cls = _provider_class()
-    with _REGISTER_LOCK:
-        for item in litellm.custom_provider_map:
-            if item.get("provider") == PROVIDER:
-                if not isinstance(item.get("custom_handler"), cls):
-                    raise UserError(
-                        f"litellm provider {PROVIDER!r} is already registered to "
-                        f"{item.get('custom_handler')!r}; orchestra's replay needs it"
-                    )
-                return item["custom_handler"]
-        handler = cls()
-        litellm.custom_provider_map = [
-            *litellm.custom_provider_map, {"provider": PROVIDER, "custom_handler": handler},
-        ]
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()
-        return handler
+    handler, _ = register_custom_provider(PROVIDER, _provider_class(), "orchestra's replay")
+    return handler
 
 
 def _hooks() -> Any:
