@@ -44,6 +44,7 @@ Environment variables:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import functools
 import importlib
@@ -367,6 +368,9 @@ def _import_llama_cpp() -> Any:
     finally:
         if policy_set_here:
             os.environ.pop("OMP_WAIT_POLICY", None)
+    # Free loaded models while the interpreter is still whole: llama.cpp's own finalizers fail
+    # noisily ("'NoneType' object is not callable") when they run during module teardown.
+    atexit.register(unload_models)
     return llama_cpp
 
 
