@@ -1,1 +1,1 @@
-"""Training: learned routers (kNN, MLP, MF) and the GNN, run as Ray jobs."""
+"""Training: learned routers (kNN, MLP, matrix factorisation) and their CLI."""
