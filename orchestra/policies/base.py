@@ -207,6 +207,8 @@ def _load_builtin() -> None:
         import orchestra.policies.learned  # noqa: F401
     except ImportError:
         pass
+    # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).
+    import orchestra.policies.gnn  # noqa: F401
 
 
 def _call_factory(factory: PolicyFactory, name: str, pool: Pool, arg: str | None,
@@ -283,6 +285,12 @@ def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Po
     base = str(data["policy"])
     if base.endswith((".yaml", ".yml")):
         raise UserError(f"{path}: 'policy' must name a registered policy, not another recipe")
+    _load_builtin()
+    if base.partition(":")[0] not in _REGISTRY:
+        raise UserError(
+            f"{path}: 'policy: {base}' is not a registered policy; expected one of "
+            f"{sorted(_REGISTRY)}"
+        )
     # Relative artifact paths in a recipe are relative to the recipe file.
     for k, v in list(merged.items()):
         if isinstance(v, str) and k in ("path", "artifact", "model_path") and not Path(v).is_absolute():

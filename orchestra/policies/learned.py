@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from orchestra.spec import Pool
     from orchestra.training.routers import TrainedRouter
 
-__all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy"]
+__all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy", "parse_k", "parse_lam",
+           "route_or_answer"]
 
 class LearnedRouterPolicy:
     """Route once with a trained router, then answer.
@@ -93,13 +94,7 @@ class LearnedRouterPolicy:
                 f"{self.agent!r} may use (router: {router.models}; pool: "
                 f"{[m.name for m in allowed]}); train it on outcomes of this pool's models"
             )
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise UserError(f"k must be an integer >= 1 (got {k!r})") from None
-        if k < 1:
-            raise UserError(f"k must be an integer >= 1 (got {k!r})")
-        self.k = min(k, len(self.columns))
+        self.k = min(parse_k(k), len(self.columns))
         given = [n for n, v in (("lam", lam), ("target_cost", target_cost),
                                 ("target_strong_share", target_strong_share)) if v is not None]
         if len(given) > 1:
@@ -112,10 +107,7 @@ class LearnedRouterPolicy:
                 else _num(target_strong_share, "target_strong_share"))
         elif lam is None:
             lam = router.default_lam
-        lam = _num(lam, "lam")
-        if lam < 0:
-            raise UserError(f"lam must be >= 0 (got {lam!r}); 0 ignores cost")
-        self.lam = lam
+        self.lam = lam = parse_lam(lam)
         self._embedder = embedder
         self._cols = np.asarray(self.columns, dtype=np.intp)
         self.name = f"{self.kind}(lam={lam:.4g}{f',k={self.k}' if self.k > 1 else ''})"
@@ -171,15 +163,45 @@ class LearnedRouterPolicy:
         task = view.meta.get("task") if view.meta else None
         names, scores = self.choose(view.query, str(task) if task is not None else None,
                                     view.budget_left.usd)
-        if not names:
-            return Answer(reason=f"no model's predicted cost fits the USD left "
-                                 f"({view.budget_left.usd!r})", scores=scores)
-        best = scores["models"][names[0]]
-        return Route([Call(agent=self.agent, model=n) for n in names],
-                     reason=f"{self.kind}: best predicted score - {self.lam:.3g}·cost: "
-                            f"{', '.join(names)} (score {best['score']:.2f}, "
-                            f"cost ${best['cost']:.2g})",
-                     scores=scores)
+        best = scores["models"][names[0]] if names else {}
+        return route_or_answer(self.kind, self.lam, [(self.agent, n) for n in names], best,
+                               scores, view.budget_left.usd)
+
+
+def parse_k(k: Any) -> int:
+    """A fan-out ``k`` parameter as an int >= 1 (``UserError`` otherwise)."""
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise UserError(f"k must be an integer >= 1 (got {k!r})") from None
+    if k < 1:
+        raise UserError(f"k must be an integer >= 1 (got {k!r})")
+    return k
+
+
+def parse_lam(lam: Any) -> float:
+    """A cost weight ``lam`` parameter as a float >= 0 (``UserError`` otherwise)."""
+    value = _num(lam, "lam")
+    if value < 0:
+        raise UserError(f"lam must be >= 0 (got {lam!r}); 0 ignores cost")
+    return value
+
+
+def route_or_answer(kind: str, lam: float, chosen: Sequence[tuple[str, str]],
+                    best: dict[str, Any], scores: dict[str, Any],
+                    usd_left: float | None) -> Route | Answer:
+    """The decision of a learned router: call the chosen (agent, model) pairs, or answer when
+    no candidate's predicted cost fits the USD left. ``best`` is the first pair's entry of
+    ``scores["models"]``."""
+    if not chosen:
+        return Answer(reason=f"no candidate's predicted cost fits the USD left ({usd_left!r})",
+                      scores=scores)
+    one_agent = len({a for a, _ in chosen}) == 1
+    names = ", ".join(m if one_agent else f"{a}/{m}" for a, m in chosen)
+    return Route([Call(agent=a, model=m) for a, m in chosen],
+                 reason=f"{kind}: best predicted score - {lam:.3g}·cost: {names} "
+                        f"(score {best['score']:.2f}, cost ${best['cost']:.2g})",
+                 scores=scores)
 
 
 def _num(v: Any, name: str) -> float:

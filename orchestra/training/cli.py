@@ -28,7 +28,7 @@ __all__ = ["TrainOptions", "run_training", "train_app", "train_options"]
 
 train_app = typer.Typer(
     name="train",
-    help="Train learned routing policies (kNN, MLP, matrix factorisation) on recorded outcomes.",
+    help="Train learned routing policies (kNN, MLP, matrix factorisation, GNN) on recorded outcomes.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -209,6 +209,16 @@ def mf(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
     """Matrix-factorisation router (RouteLLM MF for N models): dim and weight decay by CV."""
     _main("mf", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
 
+
+def _mount_gnn() -> None:
+    # The GNN trainer is a Ray Train job with its own options (workers, GPUs, address, resume);
+    # its module imports nothing heavy until it runs.
+    from orchestra.training.gnn_cli import gnn_command
+
+    train_app.command("gnn")(gnn_command)
+
+
+_mount_gnn()
 
 if __name__ == "__main__":  # pragma: no cover
     train_app()

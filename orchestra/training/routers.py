@@ -1074,7 +1074,7 @@ def _calibration(oof_scores: FloatArray, oof_costs: FloatArray, data: RouterData
             "quality": pts[:, 1].tolist(), "strong_share": pts[:, 2].tolist()}
 
 
-def _compact_lambdas(cal: Mapping[str, Sequence[float]], n: int = 20) -> list[float]:
+def compact_lambdas(cal: Mapping[str, Sequence[float]], n: int = 20) -> list[float]:
     """Up to ``n`` λ of the fine grid at distinct operating points of the training (OOF) sweep.
 
     First every λ whose (cost, quality) point is a vertex of the training hull (those are what
@@ -1384,7 +1384,7 @@ def train_router(kind: RouterKind, data: RouterData, *, params: Mapping[str, Any
     config = {
         "data": data.source, "n_train": data.n, "seed": seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train_seconds": round(time.time() - t0, 1),
-        "cv": cv.summary(), "calibration": cal, "lambdas": _compact_lambdas(cal),
+        "cv": cv.summary(), "calibration": cal, "lambdas": compact_lambdas(cal),
         "default_lam": _default_lambda(cal), "strong_model": data.models[int(np.argmax(cost.mean))],
         "cost_normalisation": "cost / mean training cost per query of the most expensive model",
     }

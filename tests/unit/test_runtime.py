@@ -243,6 +243,13 @@ def test_unknown_policy_lists_known_ones() -> None:
     assert "cheapest" in str(e.value) and "cascade" in str(e.value)
 
 
+def test_recipe_naming_an_unregistered_policy_is_a_user_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A recipe whose 'policy' is not registered (here: its own name) must not loop.
+    (tmp_path / "selfref.yaml").write_text("policy: selfref\nparams: {}\n")
+    with pytest.raises(UserError, match="'policy: selfref' is not a registered policy"):
+        orch(make_pool(), FunctionBackend(lambda r: "x"), policy=str(tmp_path / "selfref.yaml"))
+
+
 def test_empty_query_is_a_user_error() -> None:
     with pytest.raises(UserError, match="non-empty query"):
         orch(make_pool(), FunctionBackend(lambda r: "x")).run("   ")
