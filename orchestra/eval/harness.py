@@ -182,6 +182,7 @@ class PointResult:
         hull_quality: the single-model hull's score at ``total_cost`` (None below its cheapest).
         delta_vs_hull: ``mean_score - hull_quality``.
         per_task: ``{task: {"n", "mean_score", "cost"}}``.
+        model_calls: successful calls per model (routing shares: divide by the sum).
     """
 
     lam: float | None
@@ -200,6 +201,12 @@ class PointResult:
     hull_quality: float | None = None
     delta_vs_hull: float | None = None
     per_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    model_calls: dict[str, int] = field(default_factory=dict)
+
+    def model_share(self, model: str) -> float:
+        """Share of the successful calls that went to ``model``."""
+        total = sum(self.model_calls.values())
+        return self.model_calls.get(model, 0) / total if total else 0.0
 
     @property
     def cost_per_query(self) -> float:
@@ -563,6 +570,7 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: _Grad
     calls = rounds = aggregated = errors = strong_hits = 0
     first_error: str | None = None
     stops: Counter[str] = Counter()
+    per_model: Counter[str] = Counter()
     t0 = time.perf_counter()
     for start in range(0, len(queries), concurrency):
         batch = queries[start:start + concurrency]
@@ -583,8 +591,9 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: _Grad
                     if c["error"]:
                         errors += 1
                         first_error = first_error or c["error"]
-                    elif c["model"] == strong:
-                        called_strong = True
+                    else:
+                        per_model[c["model"]] += 1
+                        called_strong = called_strong or c["model"] == strong
             strong_hits += called_strong
         if progress is not None:
             progress(label, min(start + concurrency, len(queries)), len(queries))
@@ -602,7 +611,7 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: _Grad
         aggregated=aggregated, errors=errors, first_error=first_error, stop_reasons=dict(stops),
         seconds=seconds, queries_per_s=n / seconds if seconds > 0 else float("inf"),
         strong_share=strong_hits / n if (strong is not None and n) else None,
-        per_task=per_task,
+        per_task=per_task, model_calls=dict(sorted(per_model.items())),
     )
 
 

@@ -163,6 +163,11 @@ def test_baselines_and_ensembles_graded_by_hand(table: OutcomeTable) -> None:
     assert e2.hull_quality == pytest.approx(0.5 + 4 / 32 * 0.25)
     assert e2.per_task == {"mc": {"n": 3, "mean_score": pytest.approx(1 / 3), "cost": 9.0},
                            "mc2": {"n": 1, "mean_score": 0.0, "cost": 3.0}}
+    # Routing shares: every query called both models of the pair, the cheapest only one.
+    assert set(e2.model_calls.values()) == {4} and len(e2.model_calls) == 2
+    assert sum(e2.model_calls.values()) == e2.calls_per_query * e2.n
+    assert cheapest.model_calls == {"cheap": 4} and cheapest.model_share("cheap") == 1.0
+    assert cheapest.model_share("strong") == 0.0
 
 
 def test_lambda_sweep_curve_and_aiq(table: OutcomeTable) -> None:
