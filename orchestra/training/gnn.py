@@ -663,11 +663,6 @@ def run_training(
         storage_path = storage or str(out_dir / "ray")
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).expanduser().resolve())
-    run_file.write_text(json.dumps({
-        "run_name": run_name, "storage": storage_path, "config": config.model_dump(),
-        "status": "running", "updated": time.time(),
-    }, indent=2), encoding="utf-8")
-
     con.print(f"[bold]GNN router[/bold] data={config.data!r} out={str(out_dir)!r} "
               f"run={run_name}{' (resume)' if resume else ''}")
     t0 = time.perf_counter()
@@ -676,6 +671,11 @@ def run_training(
               f"{bundle.data.n_models} models with {bundle.data.embedder} "
               f"({time.perf_counter() - t0:.1f}s); train {len(bundle.train_idx)} / "
               f"validation {len(bundle.val_idx)}")
+    # Recorded once the data is known to load, so a bad --data leaves nothing to "resume".
+    run_file.write_text(json.dumps({
+        "run_name": run_name, "storage": storage_path, "config": config.model_dump(),
+        "status": "running", "updated": time.time(),
+    }, indent=2), encoding="utf-8")
 
     started_ray = False
     if not ray.is_initialized():
@@ -683,8 +683,10 @@ def run_training(
         if target:
             ray.init(address=target, log_to_driver=False)
         else:
-            # A private local Ray bound to loopback: nothing leaves the machine.
-            ray.init(num_cpus=max(2, num_workers + 1), include_dashboard=False,
+            # A private local Ray bound to loopback: nothing leaves the machine. "local" starts
+            # a new one even when another cluster on this machine was started with `ray start`
+            # (plain ray.init() would join that one, or fail on its stale record).
+            ray.init(address="local", num_cpus=max(2, num_workers + 1), include_dashboard=False,
                      log_to_driver=False, _node_ip_address="127.0.0.1",
                      runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
         started_ray = True
