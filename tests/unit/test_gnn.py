@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -320,6 +321,36 @@ def test_unseen_model_gets_predictions(artifact: Path) -> None:
                      embedder=HashingEmbedder(), profile=_table_of(rows, scorer))
     s3, _ = prof.predict(["code: python function to sort a list"], ["code"])
     assert not np.isclose(s3[0, j], s[0, j])
+
+
+def test_policy_profile_parameter(artifact: Path, tmp_path: Path) -> None:
+    """``--policy gnn --param profile=FILE``: profiled outcomes of a new model reach the
+    policy; a profile that matches nothing, or a pool without new models, is a UserError."""
+    from orchestra.errors import UserError
+    from orchestra.policies.base import resolve_policy
+
+    new = spec("newcomer-70b", "A 70B open model, strong at code and reasoning.", 0.9, 0.9)
+    pool = pool_of([*full_pool().models, new])
+    base = GNNScorer(artifact, embedder=HashingEmbedder())
+    good = tmp_path / "profile.jsonl"
+    _table_of([{"query_id": q, "query": "x", "task": "code", "model": "newcomer-70b",
+                "score": 1.0, "cost_usd": 1e-4} for q in base.data.query_ids[:12]],
+              base).write(good)
+    params = {"path": str(artifact), "embedder": HashingEmbedder(), "lam": 0.0}
+    plain: Any = resolve_policy("gnn", pool, params)
+    profiled: Any = resolve_policy("gnn", pool, {**params, "profile": str(good)})
+    q = "code: python function to sort a list"
+    _, a = plain.choose(q, "code")
+    _, b = profiled.choose(q, "code")
+    assert a["models"]["newcomer-70b"]["new"] and b["models"]["newcomer-70b"]["new"]
+    assert b["models"]["newcomer-70b"]["score"] != a["models"]["newcomer-70b"]["score"]
+    miss = tmp_path / "miss.jsonl"
+    OutcomeTable([{"query_id": "nowhere", "query": "x", "task": "code", "model": "newcomer-70b",
+                   "score": 1.0, "cost_usd": 1e-4}]).write(miss)
+    with pytest.raises(UserError, match="no outcome of the new model"):
+        resolve_policy("gnn", pool, {**params, "profile": str(miss)})
+    with pytest.raises(UserError, match="drop the profile"):
+        resolve_policy("gnn", full_pool(), {**params, "profile": str(good)})
 
 
 def _table_of(rows: list[dict], scorer: GNNScorer) -> OutcomeTable:

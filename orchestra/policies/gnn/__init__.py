@@ -28,8 +28,10 @@ __all__ = ["make_gnn_policy"]
 
 
 def make_gnn_policy(pool: Pool, path: str | None = None, lam: float | None = None, k: int = 1,
-                    agent: str | None = None, embedder: Embedder | None = None) -> GNNPolicy:
-    """GNN router over (query, task, agent, model): max predicted score - lam·cost (path=, lam=, k=)."""
+                    agent: str | None = None, embedder: Embedder | None = None,
+                    profile: str | None = None) -> GNNPolicy:
+    """GNN router over (query, task, agent, model): max predicted score - lam·cost (path=, lam=,
+    k=, profile= outcomes of new models on training queries)."""
     try:
         from orchestra.policies.gnn.policy import GNNPolicy
     except ImportError as e:  # torch / torch-geometric missing
@@ -39,7 +41,8 @@ def make_gnn_policy(pool: Pool, path: str | None = None, lam: float | None = Non
             f"the gnn policy needs torch and torch-geometric (got {e.msg!r}); install them with "
             "pip install 'orchestra[learn]'"
         ) from e
-    return GNNPolicy(pool, path=path, lam=lam, k=k, agent=agent, embedder=embedder)
+    return GNNPolicy(pool, path=path, lam=lam, k=k, agent=agent, embedder=embedder,
+                     profile=profile)
 
 
 def __getattr__(name: str) -> Any:
@@ -63,5 +66,6 @@ def __getattr__(name: str) -> Any:
 
 register_policy(
     "gnn", make_gnn_policy,
-    doc="learned GNN router over (query, task, agent, model): max score - lam·cost (path=, lam=, k=)",
+    doc="learned GNN router over (query, task, agent, model): max score - lam·cost "
+        "(path=, lam=, k=, profile=)",
 )

@@ -56,20 +56,31 @@ _SCORERS_SIZE = 4
 
 
 def load_scorer(path: str | Path, *, models: Sequence[ModelSpec], agents: Sequence[AgentSlot],
-                embedder: Embedder | None = None) -> GNNScorer:
-    """A :class:`GNNScorer`, shared between policies built for the same artifact, pool models
-    and agents (a λ sweep builds one policy per λ; the graph is precomputed once)."""
+                embedder: Embedder | None = None, profile: str | Path | None = None) -> GNNScorer:
+    """A :class:`GNNScorer`, shared between policies built for the same artifact, pool models,
+    agents and profile (a λ sweep builds one policy per λ; the graph is precomputed once).
+
+    ``profile`` is an outcome table (name or path, see
+    :func:`~orchestra.outcomes.load_outcomes`) with new models' outcomes on training queries.
+    """
     p = Path(path).resolve()
+    prof = Path(profile).expanduser().resolve() if profile is not None else None
     key = (
         str(p), (p / "model.pt").stat().st_mtime_ns if (p / "model.pt").exists() else 0,
         tuple(m.model_dump_json() for m in models),
         tuple((a, d, tuple(ms)) for a, d, ms in agents), id(embedder) if embedder else None,
+        str(prof) if prof else None, prof.stat().st_mtime_ns if prof and prof.exists() else 0,
     )
     hit = _SCORERS.get(key)
     if hit is not None:
         _SCORERS.move_to_end(key)
         return hit
-    scorer = GNNScorer(p, models=models, agents=agents, embedder=embedder)
+    table = None
+    if profile is not None:
+        from orchestra.outcomes import load_outcomes
+
+        table = load_outcomes(str(profile))
+    scorer = GNNScorer(p, models=models, agents=agents, embedder=embedder, profile=table)
     _SCORERS[key] = scorer
     if len(_SCORERS) > _SCORERS_SIZE:
         _SCORERS.popitem(last=False)
@@ -108,7 +119,8 @@ class GNNScorer:
             ``None``: one generic agent allowed on every model.
         embedder: the query embedder (default: the artifact's, cached on disk).
         profile: outcomes of new models on some of the artifact's training queries (matched
-            by query id or text), added as ``rated`` edges.
+            by query id), added as ``rated`` edges: a handful of profiled calls tell the
+            network more about a new model than its description and price can.
 
     Attributes:
         candidates: ``[(agent, model)]`` in the order of the prediction columns.
@@ -154,6 +166,11 @@ class GNNScorer:
         if models is None:
             cols = {n: i for i, n in enumerate(names)}
         self.new_models = [m.name for m in new_specs]
+        if profile is not None and not new_specs:
+            raise UserError(
+                "a profile is for models the artifact has not seen, but every pool model is "
+                f"known to it ({[m.name for m in models or []]!r}); drop the profile"
+            )
         if new_specs:
             texts = [model_text(m.name, m.description) for m in new_specs]
             side = np.stack([spec_side_features(m) for m in new_specs])
@@ -251,6 +268,13 @@ class GNNScorer:
                 i = qindex.get(qid)
                 if i is not None and np.isfinite(ts[r, col]) and np.isfinite(tc[r, col]):
                     score[i, j], cost[i, j] = ts[r, col], tc[r, col]
+        if not np.isfinite(score).any():
+            raise UserError(
+                f"the profile table has no outcome of the new model(s) "
+                f"{[m.name for m in specs]!r} on the artifact's training queries (got models "
+                f"{list(table.models)!r}, {table.n_queries} queries); profile them on queries "
+                "of the data the GNN was trained on, with the same query ids"
+            )
         return score, cost
 
     # ---------------------------------------------------------------------------- predict
@@ -365,20 +389,23 @@ class GNNPolicy:
         agent: only this agent (default: every answer-role agent of the pool).
         embedder: a query embedder to use instead of the artifact's.
         scorer: an already loaded :class:`GNNScorer` (instead of ``path``).
+        profile: an outcome table (path or name) with outcomes of the pool's new models on
+            some of the artifact's training queries (same query ids); without it a new model
+            is known by its description, price, size and context window only.
     """
 
     kind = "gnn"
 
     def __init__(self, pool: Pool, path: str | None = None, lam: float | None = None, k: int = 1,
                  agent: str | None = None, embedder: Embedder | None = None,
-                 scorer: GNNScorer | None = None) -> None:
+                 scorer: GNNScorer | None = None, profile: str | None = None) -> None:
         if scorer is None:
             artifact = _resolve(path)
             agents = [pool.agent(agent)] if agent else [a for a in pool.agents if a.role == "answer"]
             slots: list[AgentSlot] = [(a.name, a.description, [m.name for m in pool.models_for(a)])
                                       for a in agents]
             scorer = load_scorer(artifact, models=[_priced(m) for m in pool.models],
-                                 agents=slots, embedder=embedder)
+                                 agents=slots, embedder=embedder, profile=profile)
         self.scorer = scorer
         self.k = min(parse_k(k), len(scorer.candidates))
         self.lam = lam = parse_lam(scorer.meta["default_lam"] if lam is None else lam)
