@@ -175,17 +175,18 @@ def offline_predictions(kind: str, path: str, table: Any) -> tuple[Any, Any, lis
 
 def chosen_outcomes(ps: Any, pc: Any, lams: list[float], scale: float, table: Any
                     ) -> tuple[Any, Any]:
-    """``(L, n)`` recorded score and cost of the model chosen per λ and query (best utility,
-    ties to the cheaper prediction: the chooser the policies use)."""
+    """``(L, n)`` recorded score and cost of the model chosen per λ and query, by the chooser
+    the policies use (:func:`orchestra.training.routers.choose_models`, no budget)."""
     import numpy as np
+
+    from orchestra.training.routers import choose_models
 
     s_true = np.nan_to_num(table.score_matrix(), nan=0.0)
     c_true = np.nan_to_num(table.cost_matrix(), nan=0.0)
     rows = np.arange(ps.shape[0])
     S, C = [], []
     for lam in lams:
-        util = ps - lam * pc / scale
-        pick = np.array([np.lexsort((pc[i], -util[i]))[0] for i in rows])
+        pick = np.array([choose_models(ps[i], pc[i], lam, scale)[0] for i in rows])
         S.append(s_true[rows, pick])
         C.append(c_true[rows, pick])
     return np.array(S), np.array(C)

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +71,6 @@ __all__ = [
     "bundle_from_table",
     "cost_scale_of",
     "fit_gnn",
-    "lambda_grid",
     "prepare_bundle",
     "run_training",
     "save_artifact",
@@ -223,44 +222,6 @@ def prepare_bundle(config: GNNTrainConfig) -> Bundle:
 
 
 # --------------------------------------------------------------------------------------------
-# λ sweeps
-
-
-def lambda_grid() -> NDArray[np.float64]:
-    """λ values for sweeps: 0 and 60 values log-spaced over [1e-3, 1e4] (cost in ``cost_scale``
-    units, as the kNN / MLP / MF routers use)."""
-    from orchestra.training.routers import fine_lambda_grid
-
-    return np.asarray(fine_lambda_grid(), dtype=np.float64)
-
-
-def sweep(pred_s: NDArray[Any], pred_c: NDArray[Any], s: NDArray[Any], c: NDArray[Any],
-          cost_scale: float, lambdas: Sequence[float] | NDArray[Any]) -> NDArray[np.float64]:
-    """``(len(lambdas), 2)`` points (total recorded cost, mean recorded score) of argmax
-    ``pred_s - λ · pred_c / cost_scale`` per query (ties to the cheaper prediction)."""
-    lam = np.asarray(lambdas, dtype=np.float64)
-    s_true = np.nan_to_num(s.astype(np.float64), nan=0.0)
-    c_true = np.nan_to_num(c.astype(np.float64), nan=0.0)
-    pc = pred_c.astype(np.float64) / cost_scale
-    util = pred_s.astype(np.float64)[:, :, None] - lam[None, None, :] * pc[:, :, None]
-    util -= 1e-9 * pc[:, :, None]
-    pick = np.argmax(util, axis=1)
-    rows = np.arange(len(s))[:, None]
-    return np.column_stack([c_true[rows, pick].sum(axis=0), s_true[rows, pick].mean(axis=0)])
-
-
-def sweep_aiq(pred_s: NDArray[Any], pred_c: NDArray[Any], s: NDArray[Any], c: NDArray[Any],
-              cost_scale: float, lambdas: Sequence[float] | NDArray[Any] | None = None) -> float:
-    """AIQ (:func:`orchestra.eval.metrics.aiq`) of a λ sweep, cost normalised by the total
-    cost of the most expensive single model on these queries."""
-    from orchestra.eval.metrics import aiq
-
-    pts = sweep(pred_s, pred_c, s, c, cost_scale, lambda_grid() if lambdas is None else lambdas)
-    max_cost = float(np.nan_to_num(c.astype(np.float64), nan=0.0).sum(axis=0).max())
-    return aiq(pts, max_cost) if max_cost > 0 else float(pts[:, 1].max())
-
-
-# --------------------------------------------------------------------------------------------
 # The training loop (one worker)
 
 
@@ -354,6 +315,8 @@ def _validation_graph(bundle: Bundle, config: GNNTrainConfig) -> Any:
 
 def validate(model: Any, bundle: Bundle, config: GNNTrainConfig, graph: Any) -> dict[str, float]:
     """Validation loss and AIQ of the current model (no gradient)."""
+    from orchestra.training.routers import router_aiq
+
     d = bundle.data
     v = bundle.val_idx
     ps, cz = predict_targets(model, graph, v, d.n_models)
@@ -368,7 +331,8 @@ def validate(model: Any, bundle: Bundle, config: GNNTrainConfig, graph: Any) -> 
         "val_bce": bce,
         "val_cost_mse": cmse,
         "val_loss": bce + config.cost_weight * cmse,
-        "val_aiq": sweep_aiq(ps, pc, s, c, bundle.cost_scale),
+        "val_aiq": router_aiq(ps.astype(np.float64), pc, s.astype(np.float64),
+                              c.astype(np.float64), bundle.cost_scale),
     }
 
 
@@ -796,11 +760,12 @@ def calibrate(net: Any, bundle: Bundle, config: GNNTrainConfig) -> dict[str, Any
     d = bundle.data
     ps, cz = predict_targets(net, _validation_graph(bundle, config), bundle.val_idx, d.n_models)
     pc = bundle.norm.usd(cz.astype(np.float64))
-    s, c = d.score[bundle.val_idx], d.cost[bundle.val_idx]
-    from orchestra.training.routers import compact_lambdas
+    s = d.score[bundle.val_idx].astype(np.float64)
+    c = d.cost[bundle.val_idx].astype(np.float64)
+    from orchestra.training.routers import compact_lambdas, fine_lambda_grid, sweep_points
 
-    lam = lambda_grid()
-    pts = sweep(ps, pc, s, c, bundle.cost_scale, lam)
+    lam = fine_lambda_grid()
+    pts = sweep_points(ps.astype(np.float64), pc, s, c, lam, bundle.cost_scale)
     n_val = max(1, len(bundle.val_idx))
     quality = pts[:, 1]
     curve = {"lam": lam.tolist(), "cost_per_query": (pts[:, 0] / n_val).tolist(),

@@ -23,7 +23,8 @@ from orchestra.eval.metrics import aiq, single_model_points
 from orchestra.outcomes import OutcomeTable, load_outcomes
 from orchestra.policies.gnn.policy import GNNScorer
 from orchestra.spec import ModelSpec
-from orchestra.training.gnn import GNNTrainConfig, bundle_from_table, fit_gnn, save_artifact, sweep
+from orchestra.training.gnn import GNNTrainConfig, bundle_from_table, fit_gnn, save_artifact
+from orchestra.training.routers import fine_lambda_grid, sweep_points
 
 MIXTRAL = "mistralai/mixtral-8x7b-chat"
 _CACHE: dict[str, Any] = {}
@@ -59,8 +60,7 @@ def test_gnn_beats_the_hull_and_routes_to_a_model_it_never_saw(
     full = GNNScorer(train(train_t, tmp_path / "full", []))
     assert [m for _, m in full.candidates] == list(test.models)
     ps, pc = full.predict(test.query_texts, list(test.query_tasks))
-    lams = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 60)])
-    pts = sweep(ps, pc, s, c, full.cost_scale, lams)
+    pts = sweep_points(ps, pc, s, c, fine_lambda_grid(), full.cost_scale)[:, :2]
     # Measured: 0.838 after these 8 epochs, 0.838-0.840 with `orchestra train gnn`.
     assert aiq(pts, max_cost) > hull + 0.02
     # Predicted costs follow the recorded ones (log-cost correlation over every pair).
