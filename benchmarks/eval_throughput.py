@@ -1,6 +1,7 @@
 """Evaluation throughput: queries/s of ``orchestra eval`` through the full runtime vs a direct loop.
 
-Run from the repository root (needs the shared RouterBench data, ``../shared/data``)::
+Run from the repository root (needs the shared RouterBench data: ``../shared/data``, or set
+``$ORCHESTRA_SHARED_DATA``)::
 
     .venv/bin/python benchmarks/eval_throughput.py              # ~5 minutes on 2 busy cores
     .venv/bin/python benchmarks/eval_throughput.py --profile    # + where the runtime's time goes
@@ -51,6 +52,8 @@ from orchestra.policies.base import Answer, CallView, RoundView, Route, RunView,
 from orchestra.refiners import vote
 
 ROOT = Path(__file__).resolve().parent
+# Named data ("routerbench"): the shared folder beside the checkout unless the caller set one.
+os.environ.setdefault("ORCHESTRA_SHARED_DATA", str(ROOT.parent.parent / "shared" / "data"))
 TARGET_QPS = 200.0
 POLICIES = ["cheapest", "single:mistralai/mixtral-8x7b-chat", "ensemble,k=3,select=cheapest"]
 

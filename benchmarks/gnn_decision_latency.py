@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+# Named data ("routerbench"): the shared folder beside the checkout unless the caller set one.
+os.environ.setdefault("ORCHESTRA_SHARED_DATA", str(REPO.parent / "shared" / "data"))
 OUT = REPO / "benchmarks" / "results" / "gnn_decision_latency.json"
 TARGET_P99_MS = 10.0
 

@@ -1,6 +1,7 @@
 """Routing quality of the GNN router against kNN, MLP and MF, and a model added at serving time.
 
-Run from the repository root (needs the shared data, ``../shared/data``)::
+Run from the repository root (needs the shared data: ``../shared/data``, or set
+``$ORCHESTRA_SHARED_DATA``)::
 
     .venv/bin/python benchmarks/gnn_routing.py                       # both data sets, ~25 min
     .venv/bin/python benchmarks/gnn_routing.py --data routerbench    # one
@@ -48,6 +49,9 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
+# Named data (routerbench, llmrouter): the shared folder beside the checkout unless the caller
+# set one; the training subprocesses inherit it.
+os.environ.setdefault("ORCHESTRA_SHARED_DATA", str(REPO.parent / "shared" / "data"))
 PROFILED = 50
 LEAVE_OUT = {
     "routerbench": "mistralai/mixtral-8x7b-chat",

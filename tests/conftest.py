@@ -10,13 +10,18 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 REPO = Path(__file__).resolve().parent.parent
+# The project's recorded benchmark data lives beside the checkout. The library only looks where
+# it is told ($ORCHESTRA_DATA_DIR / $ORCHESTRA_SHARED_DATA), so tell it, before anything imports
+# orchestra; subprocesses (the CLI, Ray workers) inherit it.
+if not os.environ.get("ORCHESTRA_SHARED_DATA") and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["ORCHESTRA_SHARED_DATA"] = str(REPO.parent / "shared" / "data")
 
 
 def shared_data_dir() -> Path | None:
-    """``$ORCHESTRA_SHARED_DATA`` or ``<repo>/../shared/data`` when present."""
+    """``$ORCHESTRA_SHARED_DATA`` (by default ``<repo>/../shared/data``) when present."""
     env = os.environ.get("ORCHESTRA_SHARED_DATA")
-    p = Path(env) if env else REPO.parent / "shared" / "data"
-    return p if p.is_dir() else None
+    p = Path(env) if env else None
+    return p if p is not None and p.is_dir() else None
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@
   ``llmrouter:test``, ...) or any path (a file in the outcome format, a wide RouterBench file,
   or a folder of either benchmark).
 
-Named data is looked for in ``$ORCHESTRA_DATA_DIR``, then ``$ORCHESTRA_SHARED_DATA``, then
-``<checkout>/../shared/data`` (see :func:`data_dirs`).
+Named data is looked for in ``$ORCHESTRA_DATA_DIR``, then ``$ORCHESTRA_SHARED_DATA`` (see
+:func:`data_dirs`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ LLMROUTER_DEFAULT_OUTPUT_TOKENS = 128
 #: English with BPE tokenizers; no tokenizer of the 9 open models is needed).
 CHARS_PER_TOKEN = 4.0
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 _FIXED = ("sample_id", "prompt", "eval_name", "oracle_model_to_route_to")
 _COST = "|total_cost"
 _RESPONSE = "|model_response"
@@ -117,12 +116,13 @@ _LETTERS = "ABCDEFGHIJ"
 def data_dirs() -> list[Path]:
     """Folders searched for named benchmark data, first match wins.
 
-    ``$ORCHESTRA_DATA_DIR``, then ``$ORCHESTRA_SHARED_DATA``, then ``<checkout>/../shared/data``
-    (where the project's CI keeps the shared recorded data). Only existing folders are listed.
+    ``$ORCHESTRA_DATA_DIR``, then ``$ORCHESTRA_SHARED_DATA`` (where the project's CI points at
+    its shared recorded data). Only existing folders are listed; the library never guesses a
+    folder from where it is installed.
     """
     dirs = [os.environ.get("ORCHESTRA_DATA_DIR", ""), os.environ.get("ORCHESTRA_SHARED_DATA", "")]
     out: list[Path] = []
-    for d in [*(Path(x) for x in dirs if x), _REPO_ROOT.parent / "shared" / "data"]:
+    for d in (Path(x) for x in dirs if x):
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
