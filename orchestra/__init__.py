@@ -21,11 +21,11 @@ from orchestra.errors import (
     RunError,
     UserError,
 )
-from orchestra.spec import AgentSpec, Budget, Example, ModelSpec, Pool, RefinerSpec, ToolSpec
 
 if TYPE_CHECKING:
     from orchestra.policies.base import Answer, Call, Policy, Route, RunView, Think
     from orchestra.runtime import ChatSession, Orchestra, RunResult
+    from orchestra.spec import AgentSpec, Budget, Example, ModelSpec, Pool, RefinerSpec, ToolSpec
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,9 @@ __all__ = [
 _LAZY = {
     "Orchestra": "orchestra.runtime", "RunResult": "orchestra.runtime",
     "ChatSession": "orchestra.runtime",
+    # pydantic models: imported on first use, so the CLI's --help and listings skip pydantic.
+    **dict.fromkeys(["Pool", "ModelSpec", "AgentSpec", "RefinerSpec", "ToolSpec", "Budget",
+                     "Example"], "orchestra.spec"),
     "Policy": "orchestra.policies.base", "RunView": "orchestra.policies.base",
     "Call": "orchestra.policies.base", "Route": "orchestra.policies.base",
     "Think": "orchestra.policies.base", "Answer": "orchestra.policies.base",

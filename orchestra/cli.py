@@ -2,21 +2,130 @@
 
 Errors: a :class:`~orchestra.errors.UserError` prints one readable line and exits 2; a failure
 during a run prints one line and exits 1; ``--debug`` (anywhere on the line) shows tracebacks.
+
+Start-up stays light: the sub-commands written in other modules (``data``, ``doctor``, ``eval``,
+``train``, ``viewer``, ``traces export``) are listed in ``--help`` from the one-line help kept in
+:data:`LAZY_COMMANDS` and imported only when invoked, and every command imports what it needs
+(pydantic, numpy, litellm, LangGraph, torch) in its body.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from orchestra.errors import OrchestraError, UserError
+
+
+class Lazy(NamedTuple):
+    """A sub-command imported only when it runs."""
+
+    target: str
+    """``"module:attribute"``: a typer command function, or a ``typer.Typer`` for a group."""
+    help: str
+    """The one line ``--help`` lists; for a function, its docstring's first sentence (a unit test
+    checks they agree), for a group the help it is mounted with."""
+    group: bool = False
+    """Whether ``target`` is a ``typer.Typer``: groups are listed after commands, as typer does."""
+
+
+LAZY_COMMANDS: dict[str, dict[str, Lazy]] = {
+    "orchestra": {
+        "doctor": Lazy("orchestra.doctor:doctor_command",
+                       "Check what a first run needs (llama.cpp build, model files, cost map, "
+                       "trace store, Ray, API keys)."),
+        "viewer": Lazy("orchestra.trace.viewer.cli:viewer_command",
+                       "Browse stored runs in a web page: timelines, live runs, comparisons and "
+                       "costs."),
+        "eval": Lazy("orchestra.eval.cli:eval_command",
+                     "Evaluate policies on recorded outcomes through the real runtime (replay "
+                     "pool)."),
+        "data": Lazy("orchestra.outcomes.cli:data_app", "Inspect recorded outcome tables.",
+                     group=True),
+        "train": Lazy("orchestra.training.cli:train_app", "Train routing policies.", group=True),
+    },
+    "traces": {
+        "export": Lazy("orchestra.trace.export:export_command",
+                       "Export finished runs as training examples (JSON Lines; see "
+                       "orchestra.trace.export)."),
+    },
+}
+"""Group name → its lazily imported sub-commands."""
+
+
+class _Placeholder(TyperCommand):
+    """What a lazy sub-command is until it runs: its name and one-line help, for listings."""
+
+
+def _no_callback() -> None:
+    """Makes the holder app below a group, so the mounted command keeps its name."""
+
+
+def load_lazy(name: str, spec: Lazy) -> Any:
+    """Import ``spec.target`` and build the click command ``name`` from it, exactly as
+    ``app.command(name)(fn)`` / ``app.add_typer(sub_app, name=name, help=spec.help)`` would."""
+    module, _, attr = spec.target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise UserError(f"command {name!r} is unavailable: {e}") from e
+    holder = typer.Typer(add_completion=False, callback=_no_callback)
+    if isinstance(obj, typer.Typer):
+        holder.add_typer(obj, name=name, help=spec.help)
+    else:
+        holder.command(name)(obj)
+    return cast(TyperGroup, typer.main.get_command(holder)).commands[name]
+
+
+def _bool_help_flag(option: Any) -> Any:
+    """Give the ``--help`` flag a bool default: typer (0.2x) coerces a flag's value unless it is a
+    bool, and an absent ``--help`` is None, whose coercion builds a pydantic TypeAdapter (importing
+    pydantic, ~0.1 s) even for a command without parameters."""
+    if option is not None and option.default is None:
+        option.default = False
+    return option
+
+
+class _Group(TyperGroup):
+    """A typer group whose :data:`LAZY_COMMANDS` entries are placeholders until resolved."""
+
+    lazy: ClassVar[dict[str, Lazy]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        merged: dict[str, Any] = {**self.commands, **{
+            name: _Placeholder(name=name, help=spec.help) for name, spec in self.lazy.items()}}
+
+        def is_group(name: str) -> bool:
+            return isinstance(merged[name], TyperGroup) or (name in self.lazy
+                                                            and self.lazy[name].group)
+
+        self.commands = {name: merged[name] for name in sorted(merged, key=is_group)}
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _bool_help_flag(super().get_help_option(ctx))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name is not None and isinstance(cmd, _Placeholder):
+            cmd = self.commands[name] = load_lazy(name, self.lazy[name])
+        if cmd is not None:
+            _bool_help_flag(cmd.get_help_option(ctx))  # cached on cmd, used by its context
+        return name, cmd, rest
+
+
+def _group(name: str) -> type[_Group]:
+    return type(f"_Group_{name}", (_Group,), {"lazy": LAZY_COMMANDS.get(name, {})})
+
 
 app = typer.Typer(
     name="orchestra",
@@ -24,10 +133,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_group("orchestra"),
 )
-pools_app = typer.Typer(help="List and show agent pools.", no_args_is_help=True)
-traces_app = typer.Typer(help="List, show and export stored run traces.", no_args_is_help=True)
-policies_app = typer.Typer(help="List routing policies.", no_args_is_help=True)
+pools_app = typer.Typer(help="List and show agent pools.", no_args_is_help=True,
+                         cls=_group("pools"))
+traces_app = typer.Typer(help="List, show and export stored run traces.", no_args_is_help=True,
+                         cls=_group("traces"))
+policies_app = typer.Typer(help="List routing policies.", no_args_is_help=True,
+                            cls=_group("policies"))
 app.add_typer(pools_app, name="pools")
 app.add_typer(traces_app, name="traces")
 app.add_typer(policies_app, name="policies")
@@ -321,20 +434,56 @@ def _print_steps(d: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- pools
+def _pool_row(path: Path) -> list[str] | None:
+    """A ``pools list`` row read from the YAML alone, without pydantic; None for a file that is
+    not plainly a pool (then :func:`_validated_pool_row` validates it for the message). The
+    defaults are :class:`~orchestra.spec.Pool`'s; a unit test checks both agree."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    models, agents = data.get("models"), data.get("agents")
+    budget = data.get("budget", {"usd": 1.0})
+    policy, description = data.get("policy", "cheapest"), data.get("description", "")
+    if not (isinstance(models, list) and models and all(isinstance(m, dict) for m in models)
+            and isinstance(agents, list) and agents and all(isinstance(a, dict) for a in agents)
+            and isinstance(budget, dict) and isinstance(policy, str)
+            and isinstance(description, str)):
+        return None
+    usd = budget.get("usd")
+    model_names = [m.get("name", m.get("id")) for m in models]
+    agent_names = [a.get("name") for a in agents]
+    if (not all(isinstance(n, str) for n in model_names + agent_names)
+            or not (usd is None or (isinstance(usd, int | float) and usd > 0))):
+        return None
+    return [", ".join(model_names), ", ".join(agent_names), policy, money(usd), description]
+
+
+def _validated_pool_row(path: Path) -> list[str]:
+    from orchestra.spec import Pool
+
+    try:
+        p = Pool.from_yaml(path)
+    except UserError as e:
+        return ["[red]invalid[/]", "", "", "", str(e).splitlines()[-1]]
+    return [", ".join(m.name for m in p.models), ", ".join(a.name for a in p.agents), p.policy,
+            money(p.budget.usd), p.description]
+
+
 @pools_app.command("list")
 def pools_list() -> None:
-    """Pools found under agents/ (and $ORCHESTRA_AGENTS_DIR)."""
+    """Pools found under agents/ (and $ORCHESTRA_AGENTS_DIR).
+
+    Read without validation, to start fast; ``orchestra pools show NAME`` validates a pool."""
     from orchestra._paths import named_files
-    from orchestra.spec import Pool
 
     t = Table("name", "models", "agents", "policy", "budget", "description")
     for name, path in named_files("agents").items():
-        try:
-            p = Pool.from_yaml(path)
-            t.add_row(name, ", ".join(m.name for m in p.models), ", ".join(a.name for a in p.agents),
-                      p.policy, money(p.budget.usd), p.description)
-        except UserError as e:
-            t.add_row(name, "[red]invalid[/]", "", "", "", str(e).splitlines()[-1])
+        t.add_row(name, *(_pool_row(path) or _validated_pool_row(path)))
     out.print(t)
 
 
@@ -450,43 +599,6 @@ def traces_show(
         t.add_row(str(e["seq"]), k, "" if e.get("round") is None else str(e["round"]), detail)
     out.print(t)
     out.print(f"answer: {run_row.get('answer')}", markup=False)
-
-
-def _mount_optional() -> None:
-    """Sub-commands whose modules are written separately (data, eval, train, viewer, export)."""
-    try:
-        from orchestra.outcomes.cli import data_app
-
-        app.add_typer(data_app, name="data", help="Inspect recorded outcome tables.")
-    except ImportError:
-        pass
-    try:
-        from orchestra.trace.viewer.cli import viewer_command
-
-        app.command("viewer")(viewer_command)
-    except ImportError:
-        pass
-    try:
-        from orchestra.trace.export import export_command
-
-        traces_app.command("export")(export_command)
-    except ImportError:
-        pass
-    try:
-        from orchestra.eval.cli import eval_command
-
-        app.command("eval")(eval_command)
-    except ImportError:
-        pass
-    try:
-        from orchestra.training.cli import train_app
-
-        app.add_typer(train_app, name="train", help="Train routing policies.")
-    except ImportError:
-        pass
-
-
-_mount_optional()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import random as _random
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from orchestra.errors import UserError
 from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
-from orchestra.spec import ModelSpec, Pool
+
+if TYPE_CHECKING:  # annotations only: listing policies stays free of pydantic
+    from orchestra.spec import ModelSpec, Pool
 
 __all__ = [
     "SinglePolicy", "CheapestPolicy", "StrongestPolicy", "RandomPolicy", "CascadePolicy",

@@ -32,8 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from orchestra.errors import UserError
 from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
 
@@ -109,6 +107,8 @@ class LearnedRouterPolicy:
             lam = router.default_lam
         self.lam = lam = parse_lam(lam)
         self._embedder = embedder
+        import numpy as np  # here, not at the top: `orchestra policies list` skips numpy
+
         self._cols = np.asarray(self.columns, dtype=np.intp)
         self.name = f"{self.kind}(lam={lam:.4g}{f',k={self.k}' if self.k > 1 else ''})"
 
@@ -138,6 +138,8 @@ class LearnedRouterPolicy:
     def choose(self, query: str, task: str | None = None,
                budget_usd: float | None = None) -> tuple[list[str], dict[str, Any]]:
         """The chosen model names and the scores dict for the trace."""
+        import numpy as np
+
         from orchestra.training.routers import choose_models
 
         p = self.predict([query], [task])[0]
