@@ -350,6 +350,11 @@ def _n_threads() -> int:
 def _import_llama_cpp() -> Any:
     if "llama_cpp" in sys.modules:
         return sys.modules["llama_cpp"]
+    # A build that uses instructions this CPU lacks dies with SIGILL inside a model call, taking
+    # the process (and the run's trace) with it: check it once in a child process first.
+    from orchestra.backends.llama_probe import ensure_llama_runs
+
+    ensure_llama_runs()
     # llama.cpp is built with OpenMP, whose threads by default spin while they wait. On a busy
     # machine with few CPUs the spinning starves the real work: prompt evaluation measured 25x
     # slower (31 tokens: 5-12 s instead of 0.4 s on 2 shared CPUs). libgomp reads its wait
