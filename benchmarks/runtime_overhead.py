@@ -109,6 +109,14 @@ def machine_info() -> dict[str, Any]:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's JSON next to ``path`` and move it into place (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = path.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp_out.replace(path)
+
+
 def bench_pool(n_models: int = 1) -> Pool:
     """Test models with prices (so the ledger does its arithmetic) and no limit that binds."""
     return make_pool([(0.5, 1.5)] * n_models, max_output_tokens=32, refiner="last",
@@ -442,10 +450,7 @@ def main() -> None:
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.out)
+    write_results(args.out, result)
 
     # ---- tables
     t = Table(title=f"(a) runtime overhead per round — {n} queries, backend latency "

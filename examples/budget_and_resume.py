@@ -77,7 +77,8 @@ def durable_run() -> None:
     # Reserve with the real tokenizer, as the real backend would (FunctionBackend counts words).
     flaky.prompt_tokens_bound = real.prompt_tokens_bound  # type: ignore[method-assign]
 
-    # durable=True checkpoints every step to <ORCHESTRA_HOME or your data dir>/checkpoints.sqlite.
+    # durable=True checkpoints every step, with the run's terms, to
+    # <ORCHESTRA_HOME or your data dir>/checkpoints/<run id>.sqlite.
     orch = Orchestra("local", policy="ensemble", backend=flaky, durable=True)
     try:
         orch.run(QUESTION, run_id=run_id)  # choose the id, to resume it later

@@ -5,10 +5,15 @@ A call is only sent after :meth:`Ledger.reserve` succeeded for it; its worst cas
 ``prompt_tokens × input_price + max_tokens × output_price`` where ``prompt_tokens`` is an upper
 bound (exact for local and replayed models). Several calls reserve together (all or some, in
 order, atomically under one lock) so parallel calls cannot interleave into an overspend. When the
-call returns, :meth:`Ledger.settle` replaces the reservation by the real cost, which cannot exceed
-the reservation because the provider is asked for at most ``max_tokens``; if usage is unknown
+call returns, :meth:`Ledger.settle` replaces the reservation by the real cost. If usage is unknown
 (a call that timed out after the provider may have billed it), the whole reservation is kept as
-spent.
+spent; a settlement never charges less than zero, so a lying reply cannot refill the budget.
+
+A provider that honours ``max_tokens`` cannot bill more than the reservation. One that does not
+(or that reports more usage than reserved) is charged in full: the books keep the truth, the
+excess is recorded as an :class:`Overrun`, and the ledger refuses every later reservation (limit
+``"overrun"``), so the run stops at once. Hence, at all times,
+``spent <= limit + sum(overrun excess)``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 
 from orchestra.spec import Budget
 
-__all__ = ["Ledger", "Reservation", "BudgetLeft", "CallCost"]
+__all__ = ["Ledger", "Reservation", "BudgetLeft", "CallCost", "Overrun"]
 
 _EPS = 1e-12
 
@@ -38,6 +43,12 @@ class CallCost:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def at_least(self, other: CallCost) -> CallCost:
+        """Each field the larger of this one's and ``other``'s."""
+        return CallCost(usd=max(self.usd, other.usd),
+                        input_tokens=max(self.input_tokens, other.input_tokens),
+                        output_tokens=max(self.output_tokens, other.output_tokens))
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -46,6 +57,44 @@ class Reservation:
     id: int
     cost: CallCost
     label: str = ""
+
+
+@dataclass(frozen=True)
+class Overrun:
+    """A call charged more than its reservation (a provider ignored ``max_tokens`` or billed
+    more than the worst case)."""
+
+    reservation_id: int
+    label: str
+    reserved: CallCost
+    charged: CallCost
+
+    @property
+    def excess_usd(self) -> float:
+        return max(0.0, self.charged.usd - self.reserved.usd)
+
+    @property
+    def excess_tokens(self) -> int:
+        return max(0, self.charged.tokens - self.reserved.tokens)
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready: what was reserved, what was charged and the excess (USD and tokens)."""
+        return {
+            "reserved_usd": self.reserved.usd, "charged_usd": self.charged.usd,
+            "excess_usd": self.excess_usd, "reserved_tokens": self.reserved.tokens,
+            "charged_tokens": self.charged.tokens, "excess_tokens": self.excess_tokens,
+        }
+
+
+def _sane(actual: CallCost, fallback: CallCost) -> CallCost:
+    """``actual`` with every negative or non-finite field replaced by ``fallback``'s: a reply's
+    numbers can only add to the spend."""
+    usd = actual.usd if math.isfinite(actual.usd) and actual.usd >= 0 else fallback.usd
+    tin = actual.input_tokens if actual.input_tokens >= 0 else fallback.input_tokens
+    tout = actual.output_tokens if actual.output_tokens >= 0 else fallback.output_tokens
+    if (usd, tin, tout) == (actual.usd, actual.input_tokens, actual.output_tokens):
+        return actual
+    return CallCost(usd=usd, input_tokens=tin, output_tokens=tout)
 
 
 @dataclass(frozen=True)
@@ -88,7 +137,7 @@ class Ledger:
     calls: int = 0
     rounds: int = 0
     elapsed_s: float = 0.0
-    overruns: int = 0
+    overruns: list[Overrun] = field(default_factory=list)
     _reserved: dict[int, Reservation] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
@@ -131,7 +180,10 @@ class Ledger:
             )
 
     def exhausted(self) -> str | None:
-        """The name of a limit that leaves no room for any further call, or None."""
+        """The name of a limit that leaves no room for any further call (``"overrun"`` once a
+        call was charged more than its reservation), or None."""
+        if self.overruns:
+            return "overrun"
         left = self.left()
         if left.calls is not None and left.calls <= 0:
             return "calls"
@@ -146,6 +198,8 @@ class Ledger:
     # ------------------------------------------------------------------ reservations
     def _fits(self, cost: CallCost, r_usd: float, r_tok: int, r_calls: int) -> str | None:
         b = self.budget
+        if self.overruns:
+            return "overrun"
         if b.calls is not None and self.calls + r_calls + 1 > b.calls:
             return "calls"
         if b.usd is not None and self.spent_usd + r_usd + cost.usd > b.usd + _EPS:
@@ -207,23 +261,31 @@ class Ledger:
         Args:
             reservation: what :meth:`reserve` granted.
             actual: the measured cost; ``None`` when unknown (the reservation is charged in full).
+                A negative or non-finite field is unknown too: the reservation's is charged.
 
         Returns:
             What was charged: the real cost. It cannot exceed the reservation while the prompt
             estimate is an upper bound and the provider honours ``max_tokens``; if a provider
-            ever bills more, the books record the truth and :attr:`overruns` counts it.
+            ever bills more, the books record the truth, :attr:`overruns` records the excess
+            (see :meth:`overrun_of`) and every later reservation is refused.
         """
         with self._lock:
             if self._reserved.pop(reservation.id, None) is None:
                 raise ValueError(f"reservation {reservation.id} was already settled or released")
-            charged = reservation.cost if actual is None else actual
+            charged = reservation.cost if actual is None else _sane(actual, reservation.cost)
             if charged.usd > reservation.cost.usd + _EPS or charged.tokens > reservation.cost.tokens:
-                self.overruns += 1
+                self.overruns.append(Overrun(reservation.id, reservation.label, reservation.cost,
+                                             charged))
             self.spent_usd += charged.usd
             self.spent_input_tokens += charged.input_tokens
             self.spent_output_tokens += charged.output_tokens
             self.calls += 1
             return charged
+
+    def overrun_of(self, reservation: Reservation) -> Overrun | None:
+        """The overrun recorded when ``reservation`` was settled, if any."""
+        with self._lock:
+            return next((o for o in self.overruns if o.reservation_id == reservation.id), None)
 
     def release(self, reservation: Reservation, *, count_call: bool = False) -> None:
         """Drop a reservation for a call that was not sent or was not billed."""
@@ -237,7 +299,9 @@ class Ledger:
         """Whether ``reservation`` is outstanding in this ledger (False after a resume)."""
         with self._lock:
             held = self._reserved.get(reservation.id)
-            return held is not None and held.cost == reservation.cost
+            # Ids restart in a new process: a resumed call's old id may name another's.
+            return (held is not None and held.cost == reservation.cost
+                    and held.label == reservation.label)
 
     def end_round(self) -> None:
         with self._lock:
@@ -270,7 +334,9 @@ def max_output_that_fits(
         room = usd_left - prompt_usd
         if room < 0:
             return 0
-        if output_price > 0:
+        # Beyond the cap, the cap binds (and a huge budget, 1e303, makes this quotient inf,
+        # which floor cannot convert).
+        if output_price > 0 and room * 1e6 / output_price < best + 1:
             n = math.floor(room * 1e6 / output_price + 1e-9)
             # Step down past any float rounding so the worst case really fits.
             while n > 0 and prompt_usd + n * output_price / 1e6 > usd_left + _EPS:

@@ -11,9 +11,12 @@ Start-up stays light: the sub-commands written in other modules (``data``, ``doc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, cast
 
@@ -145,8 +148,10 @@ app.add_typer(pools_app, name="pools")
 app.add_typer(traces_app, name="traces")
 app.add_typer(policies_app, name="policies")
 
-out = Console()
-err = Console(stderr=True)
+# Model output, names and stored answers are untrusted text: nothing is ever read as rich markup
+# (``[/INST]`` in an answer must print as itself); styles are given with ``Text`` instead.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 _DEBUG = False
 
 
@@ -189,32 +194,48 @@ def _make(pool: str, policy: str | None, budget: dict[str, Any], db: Path | None
                      policy_params=params or None)
 
 
-def _live_printer(console: Console) -> Any:
-    """A listener printing events as they arrive."""
+def _live_printer(console: Console, quiet: bool = False) -> Any:
+    """A listener printing events as they arrive (``quiet``: print nothing, only note the run id
+    for the Ctrl-C hint). Every piece of text is printed as itself, never as markup."""
 
     def on_event(ev: Any) -> None:
         k = ev.kind
+        seen.setdefault("run_id", getattr(ev, "run_id", None))
+        if quiet:
+            return
         if k == "policy_decided":
+            head = (f"round {ev.round}", "bold cyan")
+            reason = ("  ", (f"({ev.reason})", "dim")) if ev.reason else ()
             if ev.action == "route":
                 targets = ", ".join(f"{c['agent']}@{c['model']}" for c in ev.calls)
-                console.print(f"[bold cyan]round {ev.round}[/] route → {targets}"
-                              + (f"  [dim]({ev.reason})[/]" if ev.reason else ""))
+                console.print(Text.assemble(head, f" route → {targets}", *reason))
                 for d in ev.dropped:
-                    console.print(f"  [yellow]dropped {d['agent']}@{d['model']}: budget {d['limit']}[/]")
+                    console.print(Text.assemble(
+                        "  ", (f"dropped {d['agent']}@{d['model']}: budget {d['limit']}", "yellow")))
             elif ev.action == "think":
-                console.print(f"[bold cyan]round {ev.round}[/] think: {ev.note}")
+                console.print(Text.assemble(head, f" think: {ev.note}"))
             else:
-                console.print(f"[bold cyan]round {ev.round}[/] answer"
-                              + (f"  [dim]({ev.reason})[/]" if ev.reason else ""))
+                console.print(Text.assemble(head, " answer", *reason))
         elif k == "call_finished":
-            mark = "[red]✗[/]" if ev.error else "[green]✓[/]"
-            console.print(f"  {mark} {ev.agent}@{ev.model}  {ev.latency_s:.2f}s  "
-                          f"{ev.input_tokens}+{ev.output_tokens} tok  {money(ev.cost_usd)}"
-                          + (f"  [red]{ev.error}[/]" if ev.error else ""))
+            line = Text.assemble("  ", ("✗", "red") if ev.error else ("✓", "green"),
+                                 f" {ev.agent}@{ev.model}  {ev.latency_s:.2f}s  "
+                                 f"{ev.input_tokens}+{ev.output_tokens} tok  {money(ev.cost_usd)}")
+            if ev.error:
+                line.append(f"  {ev.error}", style="red")
+            overrun = getattr(ev, "overrun", None)
+            if overrun:
+                line.append(f"  overrun +{money(overrun.get('excess_usd'))}: "
+                            f"{overrun.get('reason', '')}", style="bold red")
+            usage_note = getattr(ev, "usage_note", None)
+            if usage_note:
+                line.append(f"  usage: {usage_note}", style="yellow")
+            console.print(line)
         elif k == "refined" and ev.refiner not in ("pass", "none"):
-            console.print(f"  [magenta]refined[/] by {ev.refiner}"
-                          + (f"; conflicts: {ev.conflicts}" if ev.conflicts else ""))
+            console.print(Text.assemble("  ", ("refined", "magenta"), f" by {ev.refiner}",
+                                        f"; conflicts: {ev.conflicts}" if ev.conflicts else ""))
 
+    seen: dict[str, Any] = {}
+    on_event.seen = seen  # type: ignore[attr-defined]  # the run id, for the Ctrl-C hint
     return on_event
 
 
@@ -225,6 +246,11 @@ def _summary_line(r: Any, budget_usd: float | None) -> Text:
         t.append(f" of {money(budget_usd)}")
     t.append(f" · {r.input_tokens}+{r.output_tokens} tokens · {r.calls} calls · {r.rounds} rounds"
              f" · {r.duration_s:.2f}s · {r.stop_reason} · trace {r.trace_id[:12]}", style="dim")
+    overruns = getattr(r, "overruns", None) or []
+    if overruns:
+        excess = sum(float(o.get("excess_usd") or 0) for o in overruns)
+        t.append(f" · OVERRUN: {len(overruns)} call(s) charged {money(excess)} above their "
+                 "reservation (the provider ignored max_tokens or over-billed)", style="bold red")
     return t
 
 
@@ -245,19 +271,52 @@ def run(
     durable: bool = typer.Option(True, "--durable/--no-durable", help="Checkpoint each step so `orchestra resume` can continue."),
 ) -> None:
     """Answer QUERY with a pool of agents and models."""
+    _check_text(query, "the query")
     orch = _make(pool, policy, _budget(None, budget_usd, max_rounds, max_calls, max_tokens, timeout),
                  db, no_trace, durable, _params(param))
-    if as_json:
-        result = orch.run(query)
-        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-        return
-    err.print(f"[dim]pool {orch.pool.name} · policy {orch.policy.name} · budget "
-              f"{money(orch.budget.usd)}[/]")
-    result = orch.run(query, on_event=_live_printer(err))
+    printer = _live_printer(err, quiet=as_json)
+    with _interrupt_hint(printer, resumable=durable and not no_trace):
+        if as_json:
+            result = orch.run(query, on_event=printer)
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+            return
+        err.print(Text(f"pool {orch.pool.name} · policy {orch.policy.name} · budget "
+                       f"{money(orch.budget.usd)}", style="dim"))
+        result = orch.run(query, on_event=printer)
     out.print()
-    out.print(result.answer if result.answer is not None else "[red](no answer)[/]",
-              markup=False, highlight=False)
+    _print_answer(result.answer)
     err.print(_summary_line(result, orch.budget.usd))
+
+
+def _print_answer(answer: str | None) -> None:
+    if answer is None or answer == "":
+        out.print(Text("(no answer)", style="red"))
+    else:
+        out.print(Text(answer), highlight=False)
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuse text that is not valid UTF-8 (undecodable bytes on the command line arrive as
+    lone surrogates, which every later step would choke on)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"{what} is not valid UTF-8 text (undecodable byte at position {e.start}); "
+                        "give it as UTF-8 (check the terminal's or file's encoding)") from None
+
+
+@contextlib.contextmanager
+def _interrupt_hint(printer: Any, resumable: bool) -> Iterator[None]:
+    """On Ctrl-C, name the run and how to resume it, then exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_id = printer.seen.get("run_id")
+        if run_id and resumable:
+            err.print(Text(f"interrupted; resume with `orchestra resume {run_id}`", style="yellow"))
+        else:
+            err.print(Text("interrupted", style="yellow"))
+        sys.exit(130)
 
 
 @app.command()
@@ -271,11 +330,13 @@ def resume(
 ) -> None:
     """Continue an interrupted run from its last completed step (finished calls are not paid again)."""
     orch = _make(pool, policy, _budget(None, budget_usd, None, None, None, None), db, False, True, {})
-    result = orch.resume(run_id, on_event=None if as_json else _live_printer(err))
+    printer = _live_printer(err, quiet=as_json)
+    with _interrupt_hint(printer, resumable=True):
+        result = orch.resume(run_id, on_event=printer)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
-    out.print(result.answer or "(no answer)", markup=False, highlight=False)
+    _print_answer(result.answer)
     err.print(_summary_line(result, orch.budget.usd))
 
 
@@ -305,16 +366,25 @@ def chat(
 ) -> None:
     """A chat REPL that keeps the conversation; works from a terminal or a pipe."""
     interactive = sys.stdin.isatty()
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # An undecodable line must cost that line, not the session: keep its bytes (as lone
+        # surrogates) and refuse it below.
+        sys.stdin.reconfigure(errors="surrogateescape")
     state: dict[str, Any] = {"pool": pool, "policy": policy, "budget_usd": budget_usd}
 
-    def build() -> Any:
-        return _make(state["pool"], state["policy"], _budget(None, state["budget_usd"], None, None, None, None),
-                     db, no_trace, False, {})
+    def build(**change: Any) -> Any:
+        """An Orchestra for ``state`` updated with ``change``; ``state`` changes only when the
+        build succeeds, so a bad command leaves the session as it was."""
+        new = {**state, **change}
+        o = _make(new["pool"], new["policy"], _budget(None, new["budget_usd"], None, None, None, None),
+                  db, no_trace, False, {})
+        state.update(new)
+        return o
 
     orch = build()
     session = orch.chat()
-    out.print(f"[bold]orchestra chat[/] · pool {orch.pool.name} · policy {orch.policy.name} · "
-              f"/help for commands")
+    out.print(Text.assemble(("orchestra chat", "bold"), f" · pool {orch.pool.name} · policy "
+                            f"{orch.policy.name} · /help for commands"))
     last: Any = None
     while True:
         try:
@@ -327,8 +397,13 @@ def chat(
         line = line.strip()
         if not line:
             continue
+        try:
+            _check_text(line, "the line")
+        except UserError as e:
+            _say_error("error: ", e)
+            continue
         if not interactive:
-            out.print(f"[bold]you>[/] {line}", markup=True, highlight=False)
+            out.print(Text.assemble(("you>", "bold"), " ", line), highlight=False)
         if line.startswith("/"):
             cmd, _, arg = line.partition(" ")
             arg = arg.strip()
@@ -341,16 +416,14 @@ def chat(
                     if not arg:
                         out.print(f"policy: {orch.policy.name}")
                         continue
-                    state["policy"] = arg
-                    orch = build()
+                    orch = build(policy=arg)
                     session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"policy → {orch.policy.name}")
                 elif cmd == "/pool":
                     if not arg:
                         out.print(f"pool: {orch.pool.name}")
                         continue
-                    state["pool"] = arg
-                    orch = build()
+                    orch = build(pool=arg)
                     session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"pool → {orch.pool.name} ({len(orch.pool.models)} models)")
                 elif cmd == "/budget":
@@ -361,8 +434,7 @@ def chat(
                         value = float(arg)
                     except ValueError:
                         raise UserError(f"/budget expects a number of USD (got {arg!r})") from None
-                    state["budget_usd"] = value
-                    orch = build()
+                    orch = build(budget_usd=value)
                     session.orchestra = orch  # the conversation and its spend carry over
                     out.print(f"per-turn budget → {money(orch.budget.usd)}")
                 elif cmd == "/trace":
@@ -375,13 +447,17 @@ def chat(
                     out.print("conversation cleared")
                 else:
                     out.print(f"unknown command {cmd!r}; /help lists them")
-            except UserError as e:
-                err.print(f"[red]error:[/] {e}")
+            except OrchestraError as e:
+                _say_error("error: ", e)
+            except Exception as e:  # a bug must not cost the conversation: one line, go on
+                if _DEBUG:
+                    raise
+                _say_error("internal error: ", e, with_type=True)
             continue
         spent_before = sum(r.cost_usd for r in session.results)
         if session_usd is not None and spent_before >= session_usd:
-            err.print(f"[red]session budget {money(session_usd)} is spent; /quit or restart with a "
-                      "larger --session-usd[/]")
+            err.print(Text(f"session budget {money(session_usd)} is spent; /quit or restart with a "
+                           "larger --session-usd", style="red"))
             continue
         try:
             turn_budget = None
@@ -399,8 +475,16 @@ def chat(
                                     {"role": "assistant", "content": last.answer or ""}]
             else:
                 last = session.send(line)
+        except KeyboardInterrupt:  # Ctrl-C during a turn stops that turn, not the session
+            err.print(Text("turn interrupted (Ctrl-C again at the prompt to leave)", style="yellow"))
+            continue
         except OrchestraError as e:
-            err.print(f"[red]error:[/] {e}")
+            _say_error("error: ", e)
+            continue
+        except Exception as e:  # a bug must not cost the conversation: one line, go on
+            if _DEBUG:
+                raise
+            _say_error("internal error: ", e, with_type=True)
             continue
         out.print(Text("bot> ", style="bold green") + Text(last.answer or "(no answer)"))
         t = Table(show_header=True, header_style="dim", box=None, pad_edge=False)
@@ -413,10 +497,20 @@ def chat(
         out.print(t)
         meter_limit = session_usd if session_usd is not None else orch.budget.usd
         meter_spent = session.spent_usd if session_usd is not None else last.cost_usd
-        out.print(f"[dim]{'session' if session_usd is not None else 'turn'} budget "
-                  f"{_meter(meter_spent, meter_limit)} · session total {money(session.spent_usd)} · "
-                  f"{last.stop_reason}[/]")
-    out.print(f"[dim]bye · {len(session.results)} turns · {money(session.spent_usd)}[/]")
+        out.print(Text(f"{'session' if session_usd is not None else 'turn'} budget "
+                       f"{_meter(meter_spent, meter_limit)} · session total "
+                       f"{money(session.spent_usd)} · {last.stop_reason}", style="dim"))
+    out.print(Text(f"bye · {len(session.results)} turns · {money(session.spent_usd)}", style="dim"))
+
+
+def _say_error(prefix: str, e: BaseException, with_type: bool = False) -> None:
+    """One line on stderr for a failed chat command or turn (the session goes on)."""
+    text = " ".join(str(e).split())
+    if with_type:
+        text = f"{type(e).__name__}: {text}"
+    if len(text) > 500:
+        text = text[:499] + "…"
+    err.print(Text.assemble((prefix, "red"), text), highlight=False, soft_wrap=True)
 
 
 def _print_steps(d: dict[str, Any]) -> None:
@@ -438,11 +532,11 @@ def _pool_row(path: Path) -> list[str] | None:
     """A ``pools list`` row read from the YAML alone, without pydantic; None for a file that is
     not plainly a pool (then :func:`_validated_pool_row` validates it for the message). The
     defaults are :class:`~orchestra.spec.Pool`'s; a unit test checks both agree."""
-    import yaml
+    from orchestra._yaml import read_yaml_file
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = read_yaml_file(path, "pool file")  # aliases bounded, duplicate keys refused
+    except UserError:
         return None
     if not isinstance(data, dict):
         return None
@@ -463,13 +557,13 @@ def _pool_row(path: Path) -> list[str] | None:
     return [", ".join(model_names), ", ".join(agent_names), policy, money(usd), description]
 
 
-def _validated_pool_row(path: Path) -> list[str]:
+def _validated_pool_row(path: Path) -> list[str | Text]:
     from orchestra.spec import Pool
 
     try:
         p = Pool.from_yaml(path)
     except UserError as e:
-        return ["[red]invalid[/]", "", "", "", str(e).splitlines()[-1]]
+        return [Text("invalid", style="red"), "", "", "", str(e).splitlines()[-1]]
     return [", ".join(m.name for m in p.models), ", ".join(a.name for a in p.agents), p.policy,
             money(p.budget.usd), p.description]
 
@@ -497,7 +591,7 @@ def pools_show(name: str = typer.Argument(..., help="Pool name or YAML path."),
     if as_json:
         sys.stdout.write(json.dumps(p.model_dump(mode="json")) + "\n")
         return
-    out.print(f"[bold]{p.name}[/] — {p.description}  [dim]({p.source})[/]")
+    out.print(Text.assemble((p.name, "bold"), f" — {p.description}  ", (f"({p.source})", "dim")))
     t = Table("model", "litellm id", "$/1M in", "$/1M out", "context", "max out", "tags", "description",
               title="models")
     for m in p.models:
@@ -537,6 +631,26 @@ def _store(db: Path | None) -> Any:
     return SQLiteTraceStore(db or default_trace_path(), readonly=True)
 
 
+@contextlib.contextmanager
+def _reading_store(db: Path | None) -> Iterator[None]:
+    """Turn a damaged store (a row that is not JSON, a file that is not SQLite) into one line
+    naming the file and the way out, not an internal error."""
+    import sqlite3
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, sqlite3.DatabaseError) as e:
+        if isinstance(e, UserError):
+            raise
+        from orchestra.trace.store import default_trace_path
+
+        what = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise UserError(
+            f"the trace store {str(db or default_trace_path())!r} has a damaged row or is not a "
+            f"trace store ({what}); move the file aside to start a fresh one, or read other runs "
+            "with `orchestra traces show ID`") from None
+
+
 @traces_app.command("list")
 def traces_list(
     db: Path | None = typer.Option(None, "--db", help="Trace store file."),
@@ -548,17 +662,22 @@ def traces_list(
     """Recent runs, newest first."""
     import datetime as dt
 
-    store = _store(db)
-    rows = store.list_runs(limit=limit, search=search, status=status)
+    with _reading_store(db):
+        rows = _store(db).list_runs(limit=limit, search=search, status=status)
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
     t = Table("id", "started", "query", "policy", "cost", "calls", "rounds", "status", "answer")
     for r in rows:
-        started = dt.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else ""
-        t.add_row(r["run_id"][:12], started, (r["query"] or "")[:50], r["policy"] or "",
-                  money(r["cost_usd"]), str(r["calls"]), str(r["rounds"]), r["status"] or "",
-                  (r["answer"] or "")[:40].replace("\n", " "))
+        try:
+            started = (dt.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+                       if r["started_at"] else "")
+            t.add_row(r["run_id"][:12], started, (r["query"] or "")[:50], r["policy"] or "",
+                      money(r["cost_usd"]), str(r["calls"]), str(r["rounds"]), r["status"] or "",
+                      (r["answer"] or "")[:40].replace("\n", " "))
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, OSError):
+            t.add_row(str(r.get("run_id"))[:12], "", Text("(damaged row)", style="red"),
+                      "", "", "", "", "", "")
     out.print(t)
 
 
@@ -569,36 +688,51 @@ def traces_show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every step of a run: decisions, calls, refinements, the answer."""
-    store = _store(db)
-    run_row = store.find_run(run_id)
-    events = store.events(run_row["run_id"])
+    with _reading_store(db):
+        store = _store(db)
+        run_row = store.find_run(run_id)
+        events = store.events(run_row["run_id"])
     if as_json:
         sys.stdout.write(json.dumps({"run": run_row, "events": events}, default=str) + "\n")
         return
-    out.print(f"[bold]run {run_row['run_id']}[/]  {run_row['status']}  {run_row.get('stop_reason') or ''}")
-    out.print(f"query: {run_row['query']}", markup=False)
+    out.print(Text.assemble((f"run {run_row['run_id']}", "bold"),
+                            f"  {run_row['status']}  {run_row.get('stop_reason') or ''}"))
+    out.print(Text(f"query: {run_row['query']}"))
     t = Table("seq", "kind", "round", "detail")
     for e in events:
-        k = e["kind"]
-        if k == "policy_decided":
-            detail = f"{e['action']}: " + ", ".join(f"{c['agent']}@{c['model']}" for c in e["calls"]) + (f" ({e['reason']})" if e["reason"] else "")
-        elif k == "call_finished":
-            detail = (f"{e['agent']}@{e['model']} {e['input_tokens']}+{e['output_tokens']} tok "
-                      f"{money(e['cost_usd'])} {e['latency_s']:.2f}s → {(e['error'] or e['output'])[:80]!r}")
-        elif k == "call_started":
-            detail = f"{e['agent']}@{e['model']} max_tokens={e['max_tokens']} reserved {money(e['reserved_usd'])}"
-        elif k == "refined":
-            detail = f"{e['refiner']} → {e['output'][:80]!r}"
-        elif k == "run_finished":
-            detail = (f"{e['stop_reason']} {money(e['cost_usd'])} {e['calls']} calls "
-                      f"{e['rounds']} rounds {e['duration_s']:.2f}s")
-        elif k == "error":
-            detail = f"[red]{e['where']}: {e['error_type']}: {e['message']}[/]"
-        else:
-            detail = f"pool={e.get('pool')} policy={e.get('policy')}"
-        t.add_row(str(e["seq"]), k, "" if e.get("round") is None else str(e["round"]), detail)
+        try:
+            t.add_row(*_event_cells(e))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            t.add_row(str(e.get("seq", "")) if isinstance(e, dict) else "", "", "",
+                      Text("(damaged event)", style="red"))
     out.print(t)
-    out.print(f"answer: {run_row.get('answer')}", markup=False)
+    out.print(Text(f"answer: {run_row.get('answer')}"))
+
+
+def _event_cells(e: dict[str, Any]) -> tuple[str, str, str, str | Text]:
+    """One ``traces show`` row; stored text is printed as itself, never as markup."""
+    k = e["kind"]
+    detail: str | Text
+    if k == "policy_decided":
+        detail = f"{e['action']}: " + ", ".join(f"{c['agent']}@{c['model']}" for c in e["calls"]) + (f" ({e['reason']})" if e["reason"] else "")
+    elif k == "call_finished":
+        detail = Text(f"{e['agent']}@{e['model']} {e['input_tokens']}+{e['output_tokens']} tok "
+                      f"{money(e['cost_usd'])} {e['latency_s']:.2f}s → "
+                      f"{(e['error'] or e['output'])[:80]!r}")
+        if e.get("overrun"):
+            detail.append(f" OVERRUN +{money(e['overrun'].get('excess_usd'))}", style="bold red")
+    elif k == "call_started":
+        detail = f"{e['agent']}@{e['model']} max_tokens={e['max_tokens']} reserved {money(e['reserved_usd'])}"
+    elif k == "refined":
+        detail = f"{e['refiner']} → {e['output'][:80]!r}"
+    elif k == "run_finished":
+        detail = (f"{e['stop_reason']} {money(e['cost_usd'])} {e['calls']} calls "
+                  f"{e['rounds']} rounds {e['duration_s']:.2f}s")
+    elif k == "error":
+        detail = Text(f"{e['where']}: {e['error_type']}: {e['message']}", style="red")
+    else:
+        detail = f"pool={e.get('pool')} policy={e.get('policy')}"
+    return str(e["seq"]), k, "" if e.get("round") is None else str(e["round"]), detail
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -623,7 +757,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(Text("run failed: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        err.print(Text("interrupted", style="yellow"))
         sys.exit(130)
     except Exception as e:  # an unexpected bug: still one line, unless --debug
         if _DEBUG:

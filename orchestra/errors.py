@@ -40,12 +40,19 @@ class BackendError(RunError):
     Attributes:
         model: the litellm model id that was called.
         transient: whether the cause looked transient (rate limit, timeout, 5xx).
+        billed_unknown: the provider may have billed the call (a timeout, a reply that could not
+            be read): the runtime charges at least the call's whole reservation.
+        usage: ``(input_tokens, output_tokens)`` the provider billed for a reply it sent but
+            that held no usable answer; the runtime charges it.
     """
 
-    def __init__(self, message: str, *, model: str, transient: bool = False) -> None:
+    def __init__(self, message: str, *, model: str, transient: bool = False,
+                 billed_unknown: bool = False, usage: tuple[int, int] | None = None) -> None:
         super().__init__(message)
         self.model = model
         self.transient = transient
+        self.billed_unknown = billed_unknown
+        self.usage = usage
 
 
 class BudgetExceeded(RunError):

@@ -15,6 +15,7 @@ continues an interrupted run from its last completed step without paying again f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -22,15 +23,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from orchestra.backends.base import Backend
 from orchestra.budget import Ledger
+from orchestra.durable import RunFile, RunTerms, policy_name, resumed_terms
 from orchestra.errors import UserError
 from orchestra.policies.base import Policy, resolve_policy
 from orchestra.spec import Budget, Pool
 from orchestra.state import RunContext, RunState
-from orchestra.trace.events import ErrorEvent, Event, RunFinished, RunStarted
+from orchestra.trace.events import CallFinished, ErrorEvent, Event, RunFinished, RunStarted
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
 __all__ = ["Orchestra", "RunResult", "Emitter", "ChatSession"]
@@ -70,6 +72,11 @@ class RunResult:
         trace_id: the run id, to look the trace up (``orchestra traces show ID``).
         steps: per decision ``{round, action, reason, calls: [...]}``.
         events: every event of this invocation.
+        overruns: the calls charged more than their reservation (a provider ignored
+            ``max_tokens`` or billed more than the worst case): ``call_id, agent, model,
+            reserved_usd, charged_usd, excess_usd, reserved_tokens, charged_tokens,
+            excess_tokens, reason``. The run stopped at the first (``budget_overrun``); the
+            spend may exceed the limit by at most the sum of ``excess_usd``.
     """
 
     answer: str | None
@@ -83,14 +90,15 @@ class RunResult:
     duration_s: float
     steps: list[dict[str, Any]]
     events: list[Event] = field(default_factory=list, repr=False)
-    overruns: int = 0
+    overruns: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> Literal["ok", "budget"]:
         return "budget" if self.stop_reason.startswith("budget") else "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` shape: answer, cost, tokens, calls, rounds, trace_id, stop_reason, steps."""
+        """The ``--json`` shape: answer, cost, tokens, calls, rounds, trace_id, stop_reason, steps,
+        overruns."""
         return {
             "answer": self.answer,
             "cost_usd": self.cost_usd,
@@ -101,12 +109,56 @@ class RunResult:
             "stop_reason": self.stop_reason,
             "duration_s": self.duration_s,
             "steps": self.steps,
+            "overruns": self.overruns,
         }
 
 
 def _requests(calls: list[dict[str, Any]]) -> int:
     """Model requests made by these call records (tool follow-ups count)."""
     return sum(int(c.get("requests", 1)) for c in calls)
+
+
+def _overruns(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls charged above their reservation, as :attr:`RunResult.overruns` lists them."""
+    return [{"call_id": c["call_id"], "agent": c["agent"], "model": c["model"], **c["overrun"]}
+            for c in calls if c.get("overrun")]
+
+
+def _apply_budget(base: Budget, budget: Budget | Mapping[str, Any] | None) -> Budget:
+    """``base`` with ``budget`` applied: a :class:`Budget` replaces it, a mapping overrides some
+    limits."""
+    if budget is None:
+        return base
+    if isinstance(budget, Budget):
+        return budget
+    try:
+        merged = base.merged(**dict(budget))
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"bad budget {dict(budget)!r}: {e}") from None
+    return Budget(**merged.model_dump())
+
+
+def _trace_journaled(emitter: Emitter, store: TraceStore, records: list[dict[str, Any]],
+                     ledger: Ledger) -> None:
+    """Emit ``call_finished`` for journaled calls the trace lacks (a kill between the journal's
+    commit and the event), so the stored spend matches the ledger's."""
+    traced = {e.get("call_id") for e in store.events(emitter.run_id)
+              if e["kind"] == "call_finished"}
+    names = {f.name for f in dataclasses.fields(CallFinished)} - {"kind", "seq", "ts", "run_id",
+                                                                   "budget_left"}
+    for rec in records:
+        if rec["call_id"] not in traced:
+            emitter.emit(CallFinished(run_id=emitter.run_id, budget_left=dict(vars(ledger.left())),
+                                      **{k: v for k, v in rec.items() if k in names}))
+
+
+async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    """Await a bookkeeping write whose failure must not hide the run's own outcome."""
+    # The run's result (or its own error) matters more than the seconds used.
+    with contextlib.suppress(Exception):
+        await coro
 
 
 def _steps_from_state(state: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -169,8 +221,9 @@ class Orchestra:
         backend: how models are called (default: litellm).
         store: a :class:`TraceStore`, a SQLite path, ``None`` for the default file under the
             user's data dir, or ``False`` for no store.
-        durable: checkpoint every step (``True``: ``<data dir>/checkpoints.sqlite``; or a path),
-            so :meth:`resume` can continue an interrupted run.
+        durable: checkpoint every step, one file per run (``True``: in
+            ``<data dir>/checkpoints/``; or a folder), so :meth:`resume` can continue an
+            interrupted run on the terms it was started with.
         policy_params: parameters for the policy factory.
         max_think_steps: how many Think actions a run may take.
         check_keys: raise a UserError now when a hosted model's API key is missing.
@@ -193,19 +246,13 @@ class Orchestra:
         check_keys: bool = True,
     ) -> None:
         self.pool = (pool if isinstance(pool, Pool) else Pool.load(pool)).priced()
-        if isinstance(budget, Budget):
-            self.budget = budget
-        elif budget is not None:
-            try:
-                self.budget = self.pool.budget.merged(**dict(budget))
-            except UserError:
-                raise
-            except Exception as e:
-                raise UserError(f"bad budget {dict(budget)!r}: {e}") from None
-            self.budget = Budget(**self.budget.model_dump())
-        else:
-            self.budget = self.pool.budget
+        self.budget = _apply_budget(self.pool.budget, budget)
         self.policy = resolve_policy(policy, self.pool, policy_params)
+        # As given, for the terms stored with a durable run and for what resume may override.
+        self._policy_arg = policy
+        self._policy_params = dict(policy_params or {})
+        self._budget_arg = budget
+        self._check_keys = check_keys and backend is None
         if backend is None:
             from orchestra.backends.litellm_client import LiteLLMBackend
 
@@ -219,14 +266,21 @@ class Orchestra:
             self.store = store
         else:
             self.store = SQLiteTraceStore(store)
+        # Durable runs: one checkpoint file per run in this folder (orchestra.durable).
+        self._legacy_checkpoints: Path | None = None
         if durable is True:
             from orchestra._paths import data_home
 
-            self.checkpoint_path: Path | None = data_home() / "checkpoints.sqlite"
+            self.checkpoint_dir: Path | None = data_home() / "checkpoints"
+            self._legacy_checkpoints = data_home() / "checkpoints.sqlite"
         elif durable:
-            self.checkpoint_path = Path(durable)
+            self.checkpoint_dir = Path(durable)
+            if self.checkpoint_dir.is_file():
+                raise UserError(
+                    f"durable={str(durable)!r} is a file; durable runs keep one checkpoint file "
+                    "per run in a folder: give a folder (or durable=True for the default)")
         else:
-            self.checkpoint_path = None
+            self.checkpoint_dir = None
         if max_think_steps < 0:
             raise UserError(f"max_think_steps must be >= 0 (got {max_think_steps!r})")
         self.max_think_steps = max_think_steps
@@ -301,21 +355,35 @@ class Orchestra:
         """Continue an interrupted durable run (sync). See :meth:`aresume`."""
         return _run_sync(self.aresume(run_id, **kwargs))
 
-    async def aresume(self, run_id: str, *,
-                      on_event: Callable[[Event], None] | None = None) -> RunResult:
-        """Continue an interrupted durable run from its last completed step.
+    async def aresume(self, run_id: str, *, on_event: Callable[[Event], None] | None = None,
+                      budget: Budget | Mapping[str, Any] | None = None) -> RunResult:
+        """Continue an interrupted durable run from its last completed step, on its own terms.
 
-        Calls that finished before the interruption are not sent again (their outputs and cost
-        come from the checkpoint); the budget counts what they cost.
+        The run keeps the pool (its full spec was stored), the policy and its parameters, the
+        budget and ``max_think_steps`` it was started with, whatever this Orchestra was built
+        with; this Orchestra gives the backend, the trace store and the checkpoint folder (and
+        its pool or policy object, where they are the run's own). Calls whose record was
+        journaled before the interruption are never sent again; the budget counts what they
+        cost and the seconds the run has used so far.
+
+        Args:
+            run_id: the interrupted run.
+            on_event: called with every event as it happens.
+            budget: limits to change (a mapping overrides some of the stored limits, a
+                :class:`Budget` replaces them); by default, the limits this Orchestra was
+                given explicitly, if any. The new limits apply to the whole run, spend so far
+                included.
 
         Raises:
-            UserError: when the Orchestra is not durable or no checkpoint exists for ``run_id``.
+            UserError: when the Orchestra is not durable, no checkpoint exists for ``run_id``,
+                the run finished, another policy is named explicitly, or another process is
+                running or resuming it (:class:`~orchestra.durable.RunBusyError`).
         """
-        if self.checkpoint_path is None:
-            raise UserError("resume needs a durable Orchestra: pass durable=True (or a path)")
-        if not self.checkpoint_path.exists():
-            raise UserError(f"no checkpoints at {str(self.checkpoint_path)!r}; nothing to resume")
-        return await self._execute(run_id, None, on_event=on_event, resumed=True)
+        if self.checkpoint_dir is None:
+            raise UserError("resume needs a durable Orchestra: pass durable=True (or a folder)")
+        override = budget if budget is not None else self._budget_arg
+        return await self._execute(run_id, None, on_event=on_event, resumed=True,
+                                   budget=override)
 
     def chat(self) -> ChatSession:
         """A conversation: each turn is a run that sees the earlier turns."""
@@ -332,35 +400,62 @@ class Orchestra:
         return self._graph
 
     async def _execute(self, rid: str, init: RunState | None, *,
-                       on_event: Callable[[Event], None] | None, resumed: bool) -> RunResult:
-        if self.checkpoint_path is not None:
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
-                return await self._invoke(self._compiled(saver), rid, init, on_event, resumed)
-        return await self._invoke(self._compiled(None), rid, init, on_event, resumed)
+                       on_event: Callable[[Event], None] | None, resumed: bool,
+                       budget: Budget | Mapping[str, Any] | None = None) -> RunResult:
+        own = RunTerms(pool=self.pool, policy=self.policy, budget=self.budget,
+                       max_think_steps=self.max_think_steps)
+        if self.checkpoint_dir is None:
+            return await self._invoke(self._compiled(None), rid, init, on_event, own, None)
+        # The run's lock is held from here to the end: one process at a time runs or resumes it.
+        async with RunFile(self.checkpoint_dir, rid, resume=resumed,
+                           legacy=self._legacy_checkpoints) as run_file:
+            if resumed:
+                terms = resumed_terms(run_file.terms, own, run_id=rid, policy_arg=self._policy_arg,
+                                      policy_params=self._policy_params)
+                if terms.pool is not self.pool and self._check_keys:
+                    terms.pool.check_keys()
+                if budget is not None:
+                    terms = dataclasses.replace(terms, budget=_apply_budget(terms.budget, budget))
+            else:
+                assert init is not None
+                terms = own
+                await run_file.start(own.record(self._policy_arg, self._policy_params), init)
+            return await self._invoke(self._compiled(run_file.saver), rid, init, on_event, terms,
+                                      run_file)
 
     async def _invoke(self, graph: Any, rid: str, init: RunState | None,
-                      on_event: Callable[[Event], None] | None, resumed: bool) -> RunResult:
+                      on_event: Callable[[Event], None] | None, terms: RunTerms,
+                      run_file: RunFile | None) -> RunResult:
         config: dict[str, Any] = {"configurable": {"thread_id": rid}, "recursion_limit": 100_000}
+        resumed = init is None
         prior: Mapping[str, Any] = {}
         if resumed:
             snap = await graph.aget_state(config)
             prior = snap.values or {}
-            if not prior:
+            if not prior and run_file is not None and run_file.input:
+                # Interrupted before its first checkpoint (nothing was sent): start it again.
+                init = cast(RunState, run_file.input)
+            elif not prior:
                 raise UserError(f"no checkpoint for run {rid!r}; was it started with durable=True?")
             if prior.get("final"):
                 raise UserError(f"run {rid!r} already finished; nothing to resume")
-        state_like = prior if resumed else (init or {})
-        prior_calls = state_like.get("calls") or []
+        state_like = prior or init or {}
+        prior_calls = list(state_like.get("calls") or [])
+        journaled: list[dict[str, Any]] = []
+        if run_file is not None:
+            # Calls finished after the last checkpoint: in the journal only. Counted now; their
+            # branches find them there instead of sending them again.
+            seen = {c["call_id"] for c in prior_calls}
+            journaled = [r for cid, r in run_file.finished.items() if cid not in seen]
+            prior_calls += journaled
         ledger = Ledger(
-            budget=self.budget,
+            budget=terms.budget,
             spent_usd=sum(c["cost_usd"] for c in prior_calls),
             spent_input_tokens=sum(c["input_tokens"] for c in prior_calls),
             spent_output_tokens=sum(c["output_tokens"] for c in prior_calls),
             calls=_requests(prior_calls),
             rounds=len(state_like.get("rounds") or []),
+            elapsed_s=run_file.elapsed_s if run_file is not None else 0.0,
         )
         start_seq = self.store.last_seq(rid) + 1 if self.store is not None else 0
         emitter = Emitter(rid, self.store, start_seq)
@@ -368,24 +463,34 @@ class Orchestra:
         emitter.listeners.append(collected.append)
         if on_event is not None:
             emitter.listeners.append(on_event)
-        ctx = RunContext(run_id=rid, pool=self.pool, policy=self.policy, backend=self.backend,
-                         ledger=ledger, emitter=emitter, max_think_steps=self.max_think_steps)
+        pool, policy = terms.pool, terms.policy
+        ctx = RunContext(run_id=rid, pool=pool, policy=policy, backend=self.backend,
+                         ledger=ledger, emitter=emitter, max_think_steps=terms.max_think_steps,
+                         journal=run_file)
         query = state_like.get("query", "")
         emitter.emit(RunStarted(
-            run_id=rid, query=query, pool=self.pool.name,
-            policy=getattr(self.policy, "name", type(self.policy).__name__),
-            budget=self.budget.model_dump(), models=[m.name for m in self.pool.models],
-            agents=[a.name for a in self.pool.agents], resumed=resumed,
+            run_id=rid, query=query, pool=pool.name, policy=policy_name(policy),
+            budget=terms.budget.model_dump(), models=[m.name for m in pool.models],
+            agents=[a.name for a in pool.agents], resumed=resumed,
             meta=dict(state_like.get("meta") or {})))
+        if journaled and self.store is not None:
+            _trace_journaled(emitter, self.store, journaled, ledger)
         t0 = time.perf_counter()
         try:
-            final_state = await graph.ainvoke(None if resumed else init, config=config,
-                                               context=ctx)
+            if run_file is not None:
+                run_file.start_heartbeat(ledger.elapsed)
+            # "sync": each step's checkpoint is written before the next step sends anything.
+            final_state = await graph.ainvoke(
+                None if prior else init, config=config, context=ctx,
+                durability="sync" if run_file is not None else None)
         except BaseException as e:
             # Leave the trace and the spend recorded, then re-raise.
             emitter.emit(ErrorEvent(run_id=rid, where="run", error_type=type(e).__name__,
                                     message=str(e) or type(e).__name__, fatal=True))
             raise
+        finally:
+            if run_file is not None:
+                await _quietly(run_file.save_elapsed(ledger.elapsed()))
         duration = time.perf_counter() - t0
         final = final_state.get("final") or {"answer": None, "stop_reason": "finished"}
         calls = final_state.get("calls") or []
@@ -393,16 +498,17 @@ class Orchestra:
         tin = sum(c["input_tokens"] for c in calls)
         tout = sum(c["output_tokens"] for c in calls)
         stop = final["stop_reason"]
+        overruns = _overruns(calls)
         emitter.emit(RunFinished(
             run_id=rid, answer=final["answer"], stop_reason=stop,
             status="budget" if stop.startswith("budget") else "ok", cost_usd=cost,
             input_tokens=tin, output_tokens=tout, calls=_requests(calls),
-            rounds=len(final_state.get("rounds") or []), duration_s=duration))
+            rounds=len(final_state.get("rounds") or []), duration_s=duration, overruns=overruns))
         return RunResult(
             answer=final["answer"], stop_reason=stop, cost_usd=cost, input_tokens=tin,
             output_tokens=tout, calls=_requests(calls), rounds=len(final_state.get("rounds") or []),
             trace_id=rid, duration_s=duration, steps=_steps_from_state(final_state),
-            events=collected, overruns=ledger.overruns,
+            events=collected, overruns=overruns,
         )
 
 

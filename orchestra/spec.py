@@ -11,8 +11,12 @@ before any model is called.
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
 import os
+import re
 import string
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +29,7 @@ from orchestra.errors import UserError
 __all__ = [
     "ModelSpec",
     "ToolSpec",
+    "UnsafeToolWarning",
     "AgentSpec",
     "RefinerSpec",
     "Budget",
@@ -55,14 +60,48 @@ _KEYLESS_PROVIDERS = frozenset({"local", "replay", "test", "ollama", "ollama_cha
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """Turn a pydantic error into one readable line per problem, naming where it is."""
+    """Turn a pydantic error into one readable line per problem, naming where it is.
+
+    A nested model's own error (a :class:`UserError` raised while validating a field) is
+    flattened into this one's lines, its field paths joined to the outer one, so a message never
+    reads "invalid Pool: Pool: … invalid ModelSpec: …"."""
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        got = e.get("input")
-        got_s = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-        lines.append(f"{source}: field {loc!r}: {e['msg']}{got_s}")
+    for loc, msg in _problems(err):
+        lines.append(f"{source}: field {loc!r}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
+
+
+_NESTED_LINE = re.compile(r"^\w+: (?:field '([^']*)': )?(.*)$")
+_NESTED_ONE = re.compile(r"^invalid [A-Z]\w*: (?:field '([^']*)': )?(.*)$")
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, UserError):
+            text = str(cause)
+            lines = text.splitlines()
+            one = _NESTED_ONE.match(text) if len(lines) == 1 else None
+            if len(lines) > 1 and lines[0].startswith("invalid ") and lines[0].endswith(":"):
+                nested = [_NESTED_LINE.match(ln) for ln in lines[1:]]
+            elif one is not None:
+                nested = [one]
+            else:
+                out.append((loc, " ".join(text.split())))
+                continue
+            for m, ln in zip(nested, lines[1:] or lines, strict=True):
+                inner, msg = (m.group(1) or "", m.group(2)) if m else ("", ln)
+                out.append((".".join(x for x in (loc, inner) if x), msg))
+            continue
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        got = e.get("input")
+        if got is not None and not isinstance(got, dict) and e["type"] != "value_error":
+            got_r = repr(got)  # a hostile file's value can be huge: quote only its start
+            msg += f" (got {got_r if len(got_r) <= 80 else got_r[:79] + '…'})"
+        out.append((loc, msg))
+    return out
 
 
 class _Strict(BaseModel):
@@ -73,9 +112,11 @@ class _Strict(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise UserError(
-                f"invalid {type(self).__name__}:\n" + format_validation_error(e, type(self).__name__)
-            ) from None
+            name = type(self).__name__
+            problems = format_validation_error(e, name)
+            if "\n" in problems:
+                raise UserError(f"invalid {name}:\n{problems}") from None
+            raise UserError(f"invalid {name}: {problems.removeprefix(name + ': ')}") from None
 
 
 class ModelSpec(_Strict):
@@ -180,14 +221,96 @@ class ModelSpec(_Strict):
         return None if any(os.environ.get(n) for n in names) else names[0]
 
 
+class UnsafeToolWarning(UserWarning):
+    """A pool opted in to a tool that can run shell commands, code or touch the process."""
+
+
+# Modules whose callables let a tool's caller (model output) run commands or code, read or write
+# any file, or end the process. Matched on the resolved object's module (and the module of what
+# it wraps), so ``os:system`` (really ``posix.system``), ``os.path:exists`` (``posixpath``) and
+# a re-export like ``mytools:run = os.system`` are all caught.
+_UNSAFE_MODULES = frozenset({
+    "os", "posix", "nt", "posixpath", "ntpath", "genericpath", "subprocess", "_posixsubprocess",
+    "_winapi", "asyncio.subprocess", "builtins", "io", "_io", "shutil", "sys", "importlib",
+    "_imp", "pty", "runpy", "code", "codeop", "ctypes", "_ctypes", "multiprocessing",
+    "_multiprocessing", "pickle", "_pickle", "marshal", "signal", "_signal",
+})
+
+
+_UNSAFE_WARNED: dict[Any, Any] = {}  # the warnings registry of allowed unsafe tools
+
+
+def _unsafe_module(name: object) -> str | None:
+    if not isinstance(name, str):
+        return None
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in _UNSAFE_MODULES:
+            return name
+    return None
+
+
+def _builtin_ids() -> dict[int, str]:
+    import builtins
+
+    return {id(v): k for k, v in vars(builtins).items() if callable(v)}
+
+
+def unsafe_reason(obj: Any, path: str | None = None) -> str | None:
+    """Why calling ``obj`` with model-chosen arguments is unsafe (None when nothing is known).
+
+    Looks at the object itself, not the import path alone: its identity among the builtins
+    (``eval``, ``exec``, ``compile``, ``__import__``, ``open``, ...), its module, and the same for
+    what it wraps (``functools.partial``, ``functools.wraps``, bound methods).
+    """
+    if path is not None and ":" in path:
+        mod = _unsafe_module(path.split(":", 1)[0])
+        if mod is not None:
+            return f"it comes from module {mod!r}"
+    builtin_ids = _builtin_ids()
+    seen: set[int] = set()
+    todo = [obj]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if id(o) in builtin_ids:
+            return f"it is the builtin {builtin_ids[id(o)]!r}"
+        if inspect.ismodule(o):
+            mod = _unsafe_module(o.__name__)
+        else:
+            mod = _unsafe_module(getattr(o, "__module__", None))
+            if mod is None and not (inspect.isroutine(o) or inspect.isclass(o)):
+                # A callable instance: the class that defines its __call__.
+                mod = _unsafe_module(getattr(type(o), "__module__", None))
+                if mod == "functools":
+                    mod = None
+        if mod is not None:
+            return f"it comes from module {mod!r}"
+        for attr in ("func", "__wrapped__", "__func__", "__self__"):
+            inner = getattr(o, attr, None)
+            if inner is not None and (callable(inner) or inspect.ismodule(inner)):
+                todo.append(inner)
+    return None
+
+
 class ToolSpec(_Strict):
     """A Python callable an agent may call, described by a JSON schema.
+
+    The pool checks every tool when it is validated: the import path must resolve to a callable,
+    and a callable that can run shell commands or code, touch any file or end the process
+    (anything from ``os``, ``subprocess``, ``builtins``, ``shutil``, ``sys``, ``importlib``,
+    ``pty``, ..., ``eval``/``exec``-like builtins, or a wrapper of one) is refused unless the
+    tool sets ``allow_unsafe`` or the pool sets ``allow_unsafe_tools``.
 
     Args:
         name: the tool's name as the model sees it.
         description: what it does, for the model.
         parameters: JSON schema of its keyword arguments.
         function: ``"package.module:attr"`` import path of the callable (or the callable itself).
+        allow_unsafe: run it although it is unsafe (model output chooses its arguments); a
+            warning is still given.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -196,6 +319,7 @@ class ToolSpec(_Strict):
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     function: str | Callable[..., Any]
+    allow_unsafe: bool = False
 
     def resolve(self) -> Callable[..., Any]:
         """Import and return the callable.
@@ -208,20 +332,57 @@ class ToolSpec(_Strict):
         path = self.function
         if ":" not in path:
             raise UserError(
-                f"tool {self.name!r}: expected function as 'module:attr' (got {path!r})"
+                f"tool {self.name!r}: expected function as 'module:attr' (got {path!r}); "
+                "write it like 'mypkg.tools:add'"
             )
         module, attr = path.split(":", 1)
         try:
             obj: Any = importlib.import_module(module)
+        except Exception as e:  # ImportError, or whatever the module raises while importing
+            raise UserError(
+                f"tool {self.name!r}: cannot import module {module!r} of {path!r} "
+                f"({type(e).__name__}: {e}); install it or put it on PYTHONPATH (run from the "
+                "folder that holds it), or fix the 'function' path"
+            ) from e
+        try:
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
+        except AttributeError as e:
             raise UserError(
-                f"tool {self.name!r}: cannot import {path!r} ({e}); check the module path"
+                f"tool {self.name!r}: module {module!r} has no {attr!r} (from {path!r}); "
+                "fix the name after ':' in 'function'"
             ) from e
         if not callable(obj):
-            raise UserError(f"tool {self.name!r}: {path!r} is not callable")
+            raise UserError(
+                f"tool {self.name!r}: {path!r} is a {type(obj).__name__}, not a function; "
+                "point 'function' at a callable"
+            )
         return obj  # type: ignore[no-any-return]
+
+    def check(self, *, pool_allows_unsafe: bool = False, where: str = "") -> str | None:
+        """Resolve the callable now and refuse an unsafe one that nothing opted in to.
+
+        Returns:
+            None for a safe tool; for an unsafe one that is allowed, the one-line warning to give.
+
+        Raises:
+            UserError: when the callable does not resolve, or is unsafe and not allowed.
+        """
+        fn = self.resolve()
+        path = self.function if isinstance(self.function, str) else None
+        why = unsafe_reason(fn, path)
+        if why is None:
+            return None
+        shown = path or getattr(fn, "__qualname__", None) or repr(fn)
+        if not (self.allow_unsafe or pool_allows_unsafe):
+            raise UserError(
+                f"{where}tool {self.name!r} ({shown}) is unsafe: {why}, so model output could "
+                "run commands or code, or touch files, with it. Use a function of your own that "
+                "does only what the tool needs, or opt in with 'allow_unsafe: true' on the tool "
+                "or 'allow_unsafe_tools: true' on the pool"
+            )
+        return (f"{where}unsafe tool {self.name!r} ({shown}) allowed: {why}; model output "
+                "chooses its arguments")
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the OpenAI function-calling format litellm accepts."""
@@ -300,6 +461,10 @@ class RefinerSpec(_Strict):
     max_output_tokens: int | None = Field(default=None, gt=0)
 
 
+_EXAMPLE_LIMIT = {"usd": "0.01", "tokens": "100000", "calls": "20", "rounds": "4",
+                  "seconds": "60"}
+
+
 class Budget(_Strict):
     """Hard limits for one run. ``None`` means no limit on that dimension.
 
@@ -321,6 +486,11 @@ class Budget(_Strict):
     def _positive(self) -> Budget:
         for name in ("usd", "tokens", "calls", "rounds", "seconds"):
             v = getattr(self, name)
+            if isinstance(v, float) and math.isinf(v):
+                raise ValueError(
+                    f"budget {name} must be a finite number (got {v!r}); give a value such as "
+                    f"{_EXAMPLE_LIMIT[name]}, or leave it unset for no limit"
+                )
             if v is not None and not v > 0:
                 raise ValueError(
                     f"budget {name} must be positive (got {v!r}); "
@@ -337,6 +507,8 @@ class Pool(_Strict):
     """Agents, models, a refiner, a default budget and a default policy.
 
     Build one in Python or load one with :meth:`Pool.load` (a name under ``agents/`` or a path).
+    Validation imports every agent's tools (see :class:`ToolSpec`); ``allow_unsafe_tools`` lets
+    all of them be unsafe callables (each still warned about).
     """
 
     name: str = "pool"
@@ -347,6 +519,7 @@ class Pool(_Strict):
     budget: Budget = Budget(usd=1.0, rounds=4)
     policy: str = "cheapest"
     default_agent: str | None = None
+    allow_unsafe_tools: bool = False
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -385,7 +558,23 @@ class Pool(_Strict):
             )
         if not any(a.role == "answer" for a in self.agents):
             raise ValueError("a pool needs at least one agent with role 'answer'")
+        self._check_tools()
         return self
+
+    def _check_tools(self) -> None:
+        # Imports every tool now, so a bad path or an unsafe callable fails before any call.
+        for a in self.agents:
+            tool_names = [t.name for t in a.tools]
+            dup = sorted({n for n in tool_names if tool_names.count(n) > 1})
+            if dup:
+                raise ValueError(f"agent {a.name!r} has duplicate tool names {dup}")
+            for t in a.tools:
+                warning = t.check(pool_allows_unsafe=self.allow_unsafe_tools,
+                                  where=f"pool {self.name!r}, agent {a.name!r}: ")
+                if warning is not None:
+                    # One line (no source line under it), once per process and message.
+                    warnings.warn_explicit(warning, UnsafeToolWarning, self.source or "<pool>", 0,
+                                           module="orchestra.spec", registry=_UNSAFE_WARNED)
 
     # ----------------------------------------------------------------------------- lookup
     def model(self, name: str) -> ModelSpec:
@@ -468,8 +657,9 @@ class Pool(_Strict):
         try:
             return cls.model_validate({**data, "source": source})
         except ValidationError as e:
-            raise UserError(
-                "invalid pool:\n" + format_validation_error(e, source)
+            problems = format_validation_error(e, source)
+            raise UserError(  # one problem, one line
+                "invalid pool:" + ("\n" if "\n" in problems else " ") + problems
             ) from None
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
@@ -477,23 +667,18 @@ class Pool(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> Pool:
         """Load a pool from a YAML file."""
+        from orchestra._yaml import read_yaml_file
+
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"pool file {str(p)!r} does not exist") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"{p}: not valid YAML: {e}") from None
+        data = read_yaml_file(p, "pool file")  # aliases bounded, duplicate keys refused
         return cls.from_dict(data or {}, source=str(p))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Pool:
         """Load a pool by name (``agents/<name>.yaml``) or by path.
 
-        Names are searched in ``$ORCHESTRA_AGENTS_DIR`` (if set), ``./agents`` and the
-        ``agents/`` folder shipped next to the package.
+        Names are searched in ``$ORCHESTRA_AGENTS_DIR`` (if set), ``./agents``, the checkout's
+        ``agents/`` (a source or editable install) and the copy shipped inside the package.
         """
         from orchestra._paths import find_named_file, named_files
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 if TYPE_CHECKING:
     from orchestra.backends.base import Backend
     from orchestra.budget import Ledger
+    from orchestra.durable import RunFile
     from orchestra.policies.base import Policy
     from orchestra.runtime import Emitter
     from orchestra.spec import Pool
@@ -57,7 +58,9 @@ class RunContext:
     """Run-scoped objects that never change during an invocation (LangGraph ``context_schema``).
 
     The ledger is the one mutable object reached from here: it is rebuilt from the checkpointed
-    state at every invocation, so a resumed run starts from what was really spent.
+    state at every invocation, so a resumed run starts from what was really spent. ``journal``
+    (durable runs) records each finished call before its event; a call found there is never sent
+    again.
     """
 
     run_id: str
@@ -70,3 +73,4 @@ class RunContext:
     min_output_tokens: int = 16
     max_tool_steps: int = 4
     options: dict[str, Any] = field(default_factory=dict)
+    journal: RunFile | None = None

@@ -24,6 +24,7 @@ __all__ = [
     "ScriptedBackend",
     "CallRecord",
     "count_tokens",
+    "prompt_tokens",
     "make_pool",
     "last_user_message",
 ]
@@ -34,8 +35,12 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The test tokenizer's count of a prompt: each message's words plus one."""
     return sum(count_tokens(str(m.get("content") or "")) + 1 for m in messages)
+
+
+_prompt_tokens = prompt_tokens
 
 
 def last_user_message(request: CompletionRequest) -> str:
@@ -163,15 +168,17 @@ def make_pool(
     budget: Budget | None = None,
     policy: str = "cheapest",
     qualities: Sequence[float] | None = None,
+    provider: str = "test",
 ) -> Pool:
-    """A pool of ``test/…`` models with the given (input, output) prices per 1M tokens.
+    """A pool of ``<provider>/…`` models (``test/…`` by default) with the given (input, output)
+    prices per 1M tokens.
 
     It has an ``assistant`` answer agent on every model, a ``verifier`` and a ``refiner``.
     """
     names = list(names or [f"m{i}" for i in range(len(prices))])
     models = tuple(
         ModelSpec(
-            name=n, id=f"test/{n}", input_price=p[0], output_price=p[1],
+            name=n, id=f"{provider}/{n}", input_price=p[0], output_price=p[1],
             max_output_tokens=max_output_tokens, context_window=4096,
             description=f"test model {n}",
             quality=(qualities[i] if qualities is not None else None),

@@ -51,6 +51,9 @@ class Completion:
             ``None`` → computed from the model's prices.
         tool_calls: ``[{"id", "name", "arguments"}]`` when the model called tools.
         finish_reason: the provider's finish reason.
+        usage_trusted: False when the provider's usage could not be trusted (missing, negative):
+            the runtime then charges at least the call's whole reservation.
+        usage_note: what was wrong with the reported usage, for the trace.
     """
 
     text: str
@@ -59,6 +62,8 @@ class Completion:
     cost_usd: float | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
+    usage_trusted: bool = True
+    usage_note: str | None = None
 
 
 @runtime_checkable

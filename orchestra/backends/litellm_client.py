@@ -2,7 +2,13 @@
 
 - Retries with exponential backoff on errors that are not billed (rate limits, connection errors,
   5xx before generation). A timeout is not retried: the provider may have billed it, so the
-  runtime keeps the whole reservation as spent (see :class:`~orchestra.budget.Ledger`).
+  runtime keeps the whole reservation as spent (see :class:`~orchestra.budget.Ledger`). So is any
+  failure that is not a provider's refusal with a 4xx/5xx status (a reply litellm could not read).
+- Never trusts a reply's usage blindly (:func:`read_usage`): usage that is missing, negative or
+  not a count is *untrusted* (the runtime then charges at least the reservation); where the
+  provider's tokenizer is known exactly (an in-process provider's ``billed_tokens`` hook), counts
+  below the real ones are raised to them. A reply without a usable answer (no choices, no message, non-text content) is a
+  :class:`~orchestra.errors.BackendError` that carries the usage billed for it.
 - Every provider exception is wrapped once, here, into :class:`~orchestra.errors.BackendError`
   naming the model and the cause.
 - In-process providers (``local/…`` embedded models, ``replay/…`` recorded outcomes) register
@@ -24,7 +30,7 @@ from orchestra.backends.pricing import import_litellm
 from orchestra.errors import BackendError
 from orchestra.spec import ModelSpec
 
-__all__ = ["LiteLLMBackend", "ProviderHooks", "register_provider_hooks"]
+__all__ = ["LiteLLMBackend", "ProviderHooks", "read_usage", "register_provider_hooks"]
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,15 @@ class ProviderHooks:
         setup: registers the provider with litellm (idempotent), called before the first call.
         prompt_tokens: exact prompt token count for (model id without prefix, messages).
         cost_bound: exact worst-case USD for (model id, messages, max_tokens, meta), or None.
+        billed_tokens: the exact (input, output) tokens a reply is billed, for (model id,
+            messages, output text), when the provider's tokenizer is known exactly; a reply
+            whose usage reports fewer is charged these counts.
     """
 
     setup: Callable[[], None]
     prompt_tokens: Callable[[str, list[dict[str, Any]]], int] | None = None
     cost_bound: Callable[[str, list[dict[str, Any]], int, dict[str, Any]], float | None] | None = None
+    billed_tokens: Callable[[str, list[dict[str, Any]], str], tuple[int, int]] | None = None
 
 
 _HOOKS: dict[str, ProviderHooks] = {}
@@ -69,6 +79,21 @@ register_provider_hooks("local", _local_hooks)
 _TRANSIENT_NAMES = (
     "RateLimitError", "APIConnectionError", "ServiceUnavailableError", "InternalServerError",
 )
+#: Failures of a reply that arrived (a 200 litellm could not validate): possibly billed.
+_READ_FAILURE_NAMES = ("APIResponseValidationError", "JSONSchemaValidationError")
+
+
+def _billed_unknown(e: BaseException, name: str) -> bool:
+    """Whether a failed call may have been billed: a timeout, or anything that is not a
+    provider's refusal with an HTTP error status (4xx/5xx, request timeout 408 excepted)."""
+    if name in ("Timeout", "TimeoutError") or isinstance(e, asyncio.TimeoutError):
+        return True
+    if name in _TRANSIENT_NAMES:
+        return False
+    if name in _READ_FAILURE_NAMES:
+        return True
+    status = getattr(e, "status_code", None)
+    return not (isinstance(status, int) and 400 <= status <= 599 and status != 408)
 
 
 class LiteLLMBackend:
@@ -133,7 +158,6 @@ class LiteLLMBackend:
         while True:
             try:
                 resp = await litellm.acompletion(**kwargs)
-                return _to_completion(resp)
             except Exception as e:  # every provider error is wrapped exactly once, here
                 name = type(e).__name__
                 transient = name in _TRANSIENT_NAMES
@@ -144,36 +168,95 @@ class LiteLLMBackend:
                     continue
                 timed_out = name in ("Timeout", "TimeoutError") or isinstance(e, asyncio.TimeoutError)
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else name
-                err = BackendError(
+                raise BackendError(
                     f"{model.name} ({model.id}) failed: {name}: {msg[:300]}"
                     + (f" (after {attempt} retries)" if attempt else ""),
                     model=model.id,
                     transient=transient or timed_out,
-                )
-                # A timed-out call may have been billed: the runtime then charges the reservation.
-                err.billed_unknown = timed_out  # type: ignore[attr-defined]
-                raise err from e
+                    # The runtime then charges the reservation.
+                    billed_unknown=_billed_unknown(e, name),
+                ) from e
+            return _to_completion(resp, request, _hooks(model.provider))
 
 
-def _to_completion(resp: Any) -> Completion:
-    choice = resp.choices[0]
-    msg = choice.message
+def read_usage(resp: Any, request: CompletionRequest, hooks: ProviderHooks | None,
+               text: str) -> tuple[int, int, bool, str | None]:
+    """What a reply should be charged, in tokens, never trusting its usage blindly.
+
+    Returns:
+        ``(input_tokens, output_tokens, trusted, note)``: ``trusted`` is False when the usage is
+        missing, negative, not an integer count, or claims a zero-token prompt (what litellm
+        reports when a provider sent none) or zero tokens for a non-empty text; the runtime then
+        charges at least the reservation. Where the provider's tokenizer is known exactly
+        (``hooks.billed_tokens``), counts below the real ones are raised to them (``note`` says
+        so).
+    """
     usage = getattr(resp, "usage", None)
-    tool_calls = []
-    for tc in getattr(msg, "tool_calls", None) or []:
-        args = tc.function.arguments
+    raw = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
+    counts = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in raw]
+    notes: list[str] = []
+    if usage is None or None in counts:
+        notes.append("no usage reported" if usage is None else f"usage not a count {raw!r}")
+    elif min(c for c in counts if c is not None) < 0:
+        notes.append(f"negative usage {raw[0]}+{raw[1]} tokens")
+    elif counts[0] == 0:
+        notes.append("usage claims a 0-token prompt")
+    elif counts[1] == 0 and text:
+        notes.append("usage claims 0 output tokens for a non-empty reply")
+    trusted = not notes
+    tin, tout = (counts[0] or 0, counts[1] or 0) if trusted else (0, 0)
+    if hooks is not None and hooks.billed_tokens is not None:
+        ein, eout = hooks.billed_tokens(request.model.id.split("/", 1)[1], request.messages, text)
+        if trusted and (tin < ein or tout < eout):
+            notes.append(f"usage understated: {tin}+{tout} tokens reported, {ein}+{eout} counted")
+        tin, tout = max(tin, ein), max(tout, eout)
+    return tin, tout, trusted, "; ".join(notes) or None
+
+
+def _to_completion(resp: Any, request: CompletionRequest,
+                   hooks: ProviderHooks | None) -> Completion:
+    model = request.model
+    choices = getattr(resp, "choices", None)
+    problem: str | None = None
+    text = ""
+    tool_calls: list[dict[str, Any]] = []
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    msg = getattr(choice, "message", None)
+    if choice is None:
+        problem = "no choices"
+    elif msg is None:
+        problem = "no message"
+    elif msg.content is not None and not isinstance(msg.content, str):
+        problem = f"content is {type(msg.content).__name__}, not text"
+    else:
+        text = (msg.content or "").strip()
         try:
-            parsed = json.loads(args) if isinstance(args, str) else dict(args or {})
-        except json.JSONDecodeError:
-            parsed = {"_raw": args}
-        tool_calls.append({"id": tc.id, "name": tc.function.name, "arguments": parsed})
+            for tc in getattr(msg, "tool_calls", None) or []:
+                args = tc.function.arguments
+                try:
+                    parsed = json.loads(args) if isinstance(args, str) else dict(args or {})
+                except json.JSONDecodeError:
+                    parsed = {"_raw": args}
+                tool_calls.append({"id": tc.id, "name": tc.function.name, "arguments": parsed})
+        except (AttributeError, TypeError, ValueError) as e:
+            problem = f"unreadable tool calls ({type(e).__name__})"
+    tin, tout, trusted, note = read_usage(resp, request, hooks, text)
+    if problem is not None:
+        # A reply arrived, so it was billed: its usage, or (untrusted) the whole reservation.
+        raise BackendError(
+            f"{model.name} ({model.id}) failed: the reply held no usable answer ({problem})"
+            + (f"; {note}" if note else ""),
+            model=model.id, billed_unknown=not trusted, usage=(tin, tout),
+        )
     # In-process providers that know a call's exact cost (replay: the recorded cost) put it here.
     exact_cost = (getattr(resp, "_hidden_params", None) or {}).get("orchestra_cost_usd")
     return Completion(
-        text=(msg.content or "").strip(),
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        text=text,
+        input_tokens=tin,
+        output_tokens=tout,
         cost_usd=None if exact_cost is None else float(exact_cost),
         tool_calls=tool_calls,
         finish_reason=getattr(choice, "finish_reason", None),
+        usage_trusted=trusted,
+        usage_note=note,
     )

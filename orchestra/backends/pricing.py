@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["litellm_prices", "import_litellm", "register_custom_provider"]
+__all__ = ["litellm_prices", "import_litellm", "register_custom_provider", "reply_provider_class"]
 
 
 def import_litellm():  # type: ignore[no-untyped-def]
@@ -74,3 +75,35 @@ def register_custom_provider(provider: str, handler_cls: type, purpose: str) -> 
 
         custom_llm_setup()
         return handler, True
+
+
+#: ``reply(model, messages, optional_params, kwargs, model_response) -> model_response``.
+Reply = Callable[[str, list, dict, dict, Any], Any]
+
+
+def reply_provider_class(name: str, doc: str, reply: Reply) -> type:
+    """A ``litellm.CustomLLM`` subclass whose sync and async completions both return
+    ``reply(model, messages, optional_params, kwargs, model_response)`` (the in-process
+    providers that answer at once: replay, the fault suite's)."""
+    litellm = import_litellm()
+
+    class Provider(litellm.CustomLLM):  # type: ignore[misc, name-defined]
+        def completion(  # type: ignore[override]
+            self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+            model_response: Any, print_verbose: Callable, encoding: Any, api_key: Any,
+            logging_obj: Any, optional_params: dict, *args: Any, timeout: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            return reply(model, messages, optional_params, kwargs, model_response)
+
+        async def acompletion(  # type: ignore[override]
+            self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+            model_response: Any, print_verbose: Callable, encoding: Any, api_key: Any,
+            logging_obj: Any, optional_params: dict, *args: Any, timeout: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            return reply(model, messages, optional_params, kwargs, model_response)
+
+    Provider.__name__ = Provider.__qualname__ = name
+    Provider.__doc__ = doc
+    return Provider

@@ -70,7 +70,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -452,7 +452,7 @@ def _provider_class() -> type:
     global _PROVIDER_CLASS
     if _PROVIDER_CLASS is not None:
         return _PROVIDER_CLASS
-    from orchestra.backends.pricing import import_litellm
+    from orchestra.backends.pricing import import_litellm, reply_provider_class
 
     litellm = import_litellm()
     from litellm.types.utils import Usage
@@ -486,27 +486,10 @@ def _provider_class() -> type:
         model_response._hidden_params[COST_KEY] = out.cost_usd
         return model_response
 
-    class ReplayProvider(litellm.CustomLLM):  # type: ignore[misc, name-defined]
-        """litellm provider ``replay``: recorded outcomes of registered tables."""
-
-        def completion(  # type: ignore[override]
-            self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-            model_response: Any, print_verbose: Callable, encoding: Any, api_key: Any,
-            logging_obj: Any, optional_params: dict, *args: Any, timeout: Any = None,
-            **kwargs: Any,
-        ) -> Any:
-            return reply(model, messages, optional_params, kwargs, model_response)
-
-        async def acompletion(  # type: ignore[override]
-            self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-            model_response: Any, print_verbose: Callable, encoding: Any, api_key: Any,
-            logging_obj: Any, optional_params: dict, *args: Any, timeout: Any = None,
-            **kwargs: Any,
-        ) -> Any:
-            return reply(model, messages, optional_params, kwargs, model_response)
-
-    _PROVIDER_CLASS = ReplayProvider
-    return ReplayProvider
+    _PROVIDER_CLASS = reply_provider_class(
+        "ReplayProvider", "litellm provider ``replay``: recorded outcomes of registered tables.",
+        reply)
+    return _PROVIDER_CLASS
 
 
 def register_replay_provider() -> Any:

@@ -96,13 +96,18 @@ def reservation_of(call: dict[str, Any]) -> Reservation:
 
 def call_record(call: dict[str, Any], *, output: str, input_tokens: int, output_tokens: int,
                 cost_usd: float, latency_s: float, error: str | None,
-                tool_calls: list[dict[str, Any]] | None = None, requests: int = 1) -> dict[str, Any]:
+                tool_calls: list[dict[str, Any]] | None = None, requests: int = 1,
+                overrun: dict[str, Any] | None = None,
+                usage_note: str | None = None) -> dict[str, Any]:
     """A finished call as the state records it. ``requests`` counts the model requests it made
-    (1, plus one per tool follow-up); the calls budget counts requests."""
+    (1, plus one per tool follow-up); the calls budget counts requests. ``overrun``: what was
+    charged above the reservation (:meth:`~orchestra.budget.Overrun.to_dict` and a reason);
+    ``usage_note``: what was wrong with the usage the provider reported."""
     return {
         "call_id": call["call_id"], "round": call["round"], "role": call["role"],
         "agent": call["agent"], "model": call["model"], "model_id": call["model_id"],
         "prompt": call["prompt"], "output": output, "input_tokens": input_tokens,
         "output_tokens": output_tokens, "cost_usd": cost_usd, "latency_s": latency_s,
         "error": error, "tool_calls": tool_calls or [], "requests": requests,
+        "overrun": overrun, "usage_note": usage_note,
     }

@@ -3,7 +3,9 @@
 ``llm``: the refiner agent synthesises the outputs and says where they conflict (one call,
 reserved like any other; a round with a single output passes it through; when the budget leaves
 no room for the refiner, the vote decides and the trace says so). ``vote``: majority over extracted
-short answers, ties broken by the models' quality priors. ``last``: the last output.
+short answers, agreeing answers counted together, ties broken as :func:`orchestra.refiners.vote`
+says (the agreed core, an answer on the question's topic, then the models' quality priors).
+``last``: the last output.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from orchestra.nodes.common import budget_dict, new_call_id, plan_call
+from orchestra.nodes.common import budget_dict, plan_call
 from orchestra.nodes.dispatch import run_call
 from orchestra.prompts import build_messages, parse_refined, refiner_prompt
 from orchestra.refiners import vote
@@ -22,9 +24,9 @@ from orchestra.trace.events import Refined
 __all__ = ["refine_node", "refine_round", "round_pending"]
 
 
-def _vote(ctx: RunContext, ok: list[dict[str, Any]]) -> tuple[str, dict[str, int]]:
+def _vote(ctx: RunContext, ok: list[dict[str, Any]], query: str) -> tuple[str, dict[str, int]]:
     prio = [ctx.pool.model(c["model"]).quality or 0.0 for c in ok]
-    idx, counts = vote([c["output"] for c in ok], priority=prio)
+    idx, counts = vote([c["output"] for c in ok], priority=prio, query=query)
     return ok[idx]["output"], counts
 
 
@@ -58,7 +60,7 @@ async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
         answer = ok[-1]["output"]
         refiner_name = "pass" if len(ok) == 1 else "last"
     elif kind == "vote":
-        answer, votes = _vote(ctx, ok)
+        answer, votes = _vote(ctx, ok, state["query"])
     else:
         answer, conflicts, votes, extra, refiner_name = await _llm_refine(ctx, state, rnd, ok)
 
@@ -88,22 +90,28 @@ async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[dict[
                               history=state.get("history") or ())
     want = pool.refiner.max_output_tokens or model.max_output_tokens
     meta = dict(state.get("meta") or {})
-    fit = plan_call(ctx, model, messages, want, meta)
-    res = None if isinstance(fit, str) else ctx.ledger.reserve(fit[1], "refine")
-    if res is None or isinstance(fit, str):
-        answer, votes = _vote(ctx, ok)
-        return answer, None, votes, [], "vote (no budget for the llm refiner)"
-    call = {
-        "call_id": new_call_id(), "round": rnd, "role": "refine", "agent": agent.name,
-        "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
-        "max_tokens": fit[0],
-        "reservation": {"id": res.id, "cost": {"usd": res.cost.usd,
-                                               "input_tokens": res.cost.input_tokens,
-                                               "output_tokens": res.cost.output_tokens}},
-    }
-    record = await run_call(ctx, call, meta)
+    # One refiner call per round, with an id a resumed run finds again in the journal.
+    call_id = f"refine-{rnd}"
+    done = ctx.journal.finished.get(call_id) if ctx.journal is not None else None
+    if done is not None:
+        record = done
+    else:
+        fit = plan_call(ctx, model, messages, want, meta)
+        res = None if isinstance(fit, str) else ctx.ledger.reserve(fit[1], call_id)
+        if res is None or isinstance(fit, str):
+            answer, votes = _vote(ctx, ok, state["query"])
+            return answer, None, votes, [], "vote (no budget for the llm refiner)"
+        call = {
+            "call_id": call_id, "round": rnd, "role": "refine", "agent": agent.name,
+            "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
+            "max_tokens": fit[0],
+            "reservation": {"id": res.id, "cost": {"usd": res.cost.usd,
+                                                   "input_tokens": res.cost.input_tokens,
+                                                   "output_tokens": res.cost.output_tokens}},
+        }
+        record = await run_call(ctx, call, meta)
     if record["error"] or not record["output"].strip():
-        answer, votes = _vote(ctx, ok)
+        answer, votes = _vote(ctx, ok, state["query"])
         return answer, None, votes, [record], "vote (llm refiner failed)"
     answer, conflicts = parse_refined(record["output"])
     return answer, conflicts, {}, [record], f"llm:{agent.name}@{model.name}"

@@ -3,7 +3,9 @@
 For a :class:`~orchestra.policies.base.Route`, every call's worst case is reserved together
 before any call is sent (parallel calls cannot interleave into an overspend); a call that does not
 fit is dropped and named in the trace. When nothing fits, or a limit is reached, the run finishes
-with the best answer it has and says why.
+with the best answer it has and says why. After a call was charged above its reservation (a
+provider that ignored ``max_tokens`` or billed more), the run stops at once, without asking the
+policy: ``budget_overrun``.
 """
 
 from __future__ import annotations
@@ -32,11 +34,21 @@ def _finish(state: RunState, ctx: RunContext, view: RunView, reason: str,
 
 
 def _stop_reason(ctx: RunContext) -> str | None:
+    if ctx.ledger.overruns:  # before any limit: the policy must not get another say
+        return OVERRUN
     rl = ctx.ledger.rounds_left()
     if rl is not None and rl <= 0:
         return "budget:rounds"
     ex = ctx.ledger.exhausted()
-    return f"budget:{ex}" if ex else None
+    return _limit_reason(ex) if ex else None
+
+
+def _limit_reason(limit: str) -> str:
+    return OVERRUN if limit == "overrun" else f"budget:{limit}"
+
+
+#: The stop reason of a run in which a call was charged more than its reservation.
+OVERRUN = "budget_overrun"
 
 
 async def _decide(ctx: RunContext, view: RunView) -> Any:
@@ -80,6 +92,8 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
     # A limit that leaves no room for another call still lets the policy answer (free), but
     # nothing else: a Route or a Think then ends the run with the limit as the reason.
     why = _stop_reason(ctx)
+    if why == OVERRUN:
+        return _finish(state, ctx, view, why)
 
     t0 = time.perf_counter()
     action = await _decide(ctx, view)
@@ -174,7 +188,7 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
         latency_s=decide_s))
     if not kept:
         limit = next((d["limit"] for d in dropped if d.get("limit")), "usd")
-        out = _finish(state, ctx, view, f"budget:{limit}")
+        out = _finish(state, ctx, view, _limit_reason(limit))
         out["steps"] = [step]
         return out
     return {"plan": kept, "steps": [step]}

@@ -14,12 +14,11 @@ policy.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
-
-import yaml
 
 from orchestra.errors import UserError
 
@@ -229,7 +228,34 @@ def _call_factory(factory: PolicyFactory, name: str, pool: Pool, arg: str | None
         if unknown:
             allowed = sorted(k for k in sig.parameters if k not in ("pool", "arg"))
             raise UserError(f"policy {name!r} got unknown parameter(s) {unknown}; allowed: {allowed}")
+    for key, value in params.items():
+        if key in sig.parameters and key not in ("pool", "arg"):
+            _check_param(name, key, sig.parameters[key], value)
     return factory(**kwargs)
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
+                                         "str": (str,), "None": (type(None),)}
+
+
+def _check_param(policy: str, key: str, param: inspect.Parameter, value: Any) -> None:
+    """Refuse a parameter whose value does not fit a plain scalar annotation (``int``,
+    ``float | None``...): ``--param k=abc`` is a UserError here, not a TypeError mid-run."""
+    ann = param.annotation
+    names = [a.strip() for a in ann.split("|")] if isinstance(ann, str) else []
+    if not names or any(n not in _SCALARS for n in names):
+        return  # not a plain scalar (or not annotated): the factory checks it
+    ok = any(isinstance(value, _SCALARS[n]) and not (isinstance(value, bool) and n != "bool")
+             for n in names)
+    if isinstance(value, float) and not math.isfinite(value):
+        ok = False
+    if not ok:
+        got = repr(value)
+        got = got if len(got) <= 60 else got[:59] + "…"
+        expected = " or ".join("null" if n == "None" else n for n in names)
+        example = {"int": "2", "float": "0.5", "bool": "true", "str": "text"}.get(names[0], "")
+        raise UserError(f"policy {policy!r} parameter {key!r} expects {expected} (got {got}); "
+                        f"e.g. --param {key}={example}")
 
 
 def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
@@ -270,12 +296,9 @@ def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
 
 
 def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"policy recipe {str(path)!r} does not exist") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    from orchestra._yaml import read_yaml_file
+
+    data = read_yaml_file(path, "policy recipe")  # aliases bounded, duplicate keys refused
     if not isinstance(data, dict) or "policy" not in data:
         raise UserError(
             f"{path}: a policy recipe needs a 'policy' key naming a registered policy "

@@ -93,7 +93,13 @@ class CallStarted(_Base):
 
 @dataclass(frozen=True, kw_only=True)
 class CallFinished(_Base):
-    """A model call returned (``error`` set when it failed; its cost is still recorded)."""
+    """A model call returned (``error`` set when it failed; its cost is still recorded).
+
+    ``overrun`` is set when the call was charged more than its reservation (``reserved_usd,
+    charged_usd, excess_usd, reserved_tokens, charged_tokens, excess_tokens, reason``): the
+    run then stops with ``budget_overrun``. ``usage_note`` says what was wrong with the usage
+    the provider reported (missing, negative, understated), when something was.
+    """
 
     kind: Literal["call_finished"] = "call_finished"
     round: int
@@ -111,6 +117,8 @@ class CallFinished(_Base):
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 1
     budget_left: dict[str, Any] = field(default_factory=dict)
+    overrun: dict[str, Any] | None = None
+    usage_note: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +138,9 @@ class Refined(_Base):
 
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(_Base):
-    """The run ended: ``stop_reason`` says why (answered, budget:<limit>, max_rounds, error)."""
+    """The run ended: ``stop_reason`` says why (answered, budget:<limit>, budget_overrun,
+    think_limit, error). ``overruns``: the calls charged above their reservation (``call_id,
+    agent, model`` and the fields of :attr:`CallFinished.overrun`)."""
 
     kind: Literal["run_finished"] = "run_finished"
     answer: str | None
@@ -142,6 +152,7 @@ class RunFinished(_Base):
     calls: int
     rounds: int
     duration_s: float
+    overruns: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,9 @@ Format (version 1), one object per line::
     }
 
 A call that started but never finished (the run was interrupted) is listed with zero tokens and
-cost and ``error`` saying so. ``score`` comes from the ``grades`` given to :func:`export_runs`
+cost and ``error`` saying so. A stored run that does not make a valid example (a negative cost
+written by an older version, a corrupt event) is skipped, never fatal: :func:`export_runs` names
+it and why (``on_skip``), and the command prints those lines. ``score`` comes from the ``grades`` given to :func:`export_runs`
 (keyed by run id, or else by query) or, failing that, from the run's ``meta["gold"]`` (a string
 or a list of accepted strings) compared with the answer by normalised exact match
 (:func:`~orchestra.refiners.normalize_answer`, the evaluation harness's: case, punctuation,
@@ -38,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -223,11 +225,13 @@ def export_runs(
     pool: str | None = None,
     search: str | None = None,
     grades: Mapping[str, float] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> int:
     """Write the finished runs that match the filters to ``out_path`` as JSON Lines.
 
     Runs are written oldest first. The file is written next to its final name and moved into
-    place at the end, so a reader never sees half a file.
+    place at the end, so a reader never sees half a file. A run whose stored trace does not make
+    a valid example is skipped and the rest are exported.
 
     Args:
         store: the trace store to read.
@@ -237,6 +241,7 @@ def export_runs(
         search: only runs whose query, answer or id contains this text.
         grades: known scores keyed by run id or by query (the run id wins); runs without one
             are graded against ``meta["gold"]`` when it is set.
+        on_skip: called with ``(run_id, reason)`` for each finished run that was skipped.
 
     Returns:
         How many examples were written.
@@ -265,7 +270,13 @@ def export_runs(
                 for run in page:
                     if run.get("status") not in _FINISHED:
                         continue
-                    ex = build_example(run, store.events(run["run_id"]), checked)
+                    try:
+                        ex = build_example(run, store.events(run["run_id"]), checked)
+                    except (ValidationError, KeyError, TypeError, ValueError) as e:
+                        # One bad stored run (UserError included) must not cost the whole export.
+                        if on_skip is not None:
+                            on_skip(str(run.get("run_id")), _skip_reason(e))
+                        continue
                     f.write(ex.model_dump_json() + "\n")
                     n += 1
                 if len(page) < _PAGE:
@@ -274,6 +285,16 @@ def export_runs(
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def _skip_reason(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return f"{where}: {err.get('msg')} (got {str(repr(err.get('input')))[:80]})"
+    if isinstance(e, KeyError):
+        return f"a stored event lacks the field {e.args[0]!r}"
+    return f"{type(e).__name__}: {e}"
 
 
 def read_examples(path: str | Path) -> Iterator[TraceExample]:
@@ -345,11 +366,18 @@ def export_command(
         "--grades", help="JSON file {run id or query: score} giving each run's score.")] = None,
 ) -> None:
     """Export finished runs as training examples (JSON Lines; see orchestra.trace.export)."""
+    if out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a directory; give a file path such as "
+                        f"{str(out / 'runs.jsonl')!r}")
     grade_map = _load_grades(grades) if grades is not None else None
     store = SQLiteTraceStore(db, readonly=True)
+    skipped: list[tuple[str, str]] = []
     try:
         n = export_runs(store, out, status=status, policy=policy, pool=pool, search=search,
-                        grades=grade_map)
+                        grades=grade_map, on_skip=lambda rid, why: skipped.append((rid, why)))
     finally:
         store.close()
-    typer.echo(f"exported {n} run{'s' if n != 1 else ''} to {out}")
+    for rid, why in skipped:
+        typer.echo(f"skipped run {rid}: {why}", err=True)
+    typer.echo(f"exported {n} run{'s' if n != 1 else ''} to {out}"
+               + (f" ({len(skipped)} skipped: not valid examples)" if skipped else ""))

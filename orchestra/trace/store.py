@@ -8,8 +8,12 @@ Two tables (SQLite):
 
 ``runs``: one row per run, a summary kept current as events arrive
 (``run_id, started_at, finished_at, query, pool, policy, status, stop_reason, answer, cost_usd,
-input_tokens, output_tokens, calls, rounds, duration_s, budget, meta``); ``status`` is
-``running`` until the run ends as ``ok``, ``budget`` (stopped by a limit) or ``error``.
+input_tokens, output_tokens, calls, rounds, duration_s, budget, meta, overruns, writer``);
+``status`` is ``running`` until the run ends as ``ok``, ``budget`` (stopped by a limit) or
+``error``; ``overruns`` lists the calls charged above their reservation (see
+:attr:`~orchestra.runtime.RunResult.overruns`); ``writer`` identifies the process that wrote the
+last ``run_started`` (pid, host, start time: see :mod:`orchestra.trace._process`), so a reader
+can tell a run still going from one whose process was killed.
 
 ``events``: ``(run_id, seq)`` → ``ts, kind, round, data`` where ``data`` is the event as JSON.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestra.errors import UserError
+from orchestra.trace._process import writer_identity
 from orchestra.trace.events import Event, event_to_dict
 
 __all__ = [
@@ -39,8 +44,9 @@ __all__ = [
 RUN_COLUMNS = (
     "run_id", "started_at", "finished_at", "query", "pool", "policy", "status", "stop_reason",
     "answer", "cost_usd", "input_tokens", "output_tokens", "calls", "rounds", "duration_s",
-    "budget", "meta",
+    "budget", "meta", "overruns", "writer",
 )
+_JSON_COLUMNS = ("budget", "meta", "overruns", "writer")
 # Events that change a run's summary row; the others are only appended to ``events``.
 _SUMMARY_KINDS = frozenset({"run_started", "call_finished", "refined", "run_finished", "error"})
 _COLS = ", ".join(RUN_COLUMNS)
@@ -70,10 +76,15 @@ def _summary_update(run: dict[str, Any], ev: dict[str, Any]) -> None:
             run.update(
                 run_id=ev["run_id"], started_at=ev["ts"], query=ev["query"], pool=ev["pool"],
                 policy=ev["policy"], budget=ev.get("budget") or {}, meta=ev.get("meta") or {},
-                cost_usd=0.0, input_tokens=0, output_tokens=0, calls=0, rounds=0,
+                cost_usd=0.0, input_tokens=0, output_tokens=0, calls=0, rounds=0, overruns=[],
             )
-        run.update(status="running", finished_at=None, stop_reason=None)
+        run.update(status="running", finished_at=None, stop_reason=None,
+                   writer=writer_identity())
     elif kind == "call_finished":
+        if ev.get("overrun"):
+            run["overruns"] = [*(run.get("overruns") or []), {
+                "call_id": ev["call_id"], "agent": ev["agent"], "model": ev["model"],
+                **ev["overrun"]}]
         run["cost_usd"] = (run.get("cost_usd") or 0.0) + ev["cost_usd"]
         run["input_tokens"] = (run.get("input_tokens") or 0) + ev["input_tokens"]
         run["output_tokens"] = (run.get("output_tokens") or 0) + ev["output_tokens"]
@@ -86,7 +97,7 @@ def _summary_update(run: dict[str, Any], ev: dict[str, Any]) -> None:
             finished_at=ev["ts"], status=ev["status"], stop_reason=ev["stop_reason"],
             answer=ev["answer"], cost_usd=ev["cost_usd"], input_tokens=ev["input_tokens"],
             output_tokens=ev["output_tokens"], calls=ev["calls"], rounds=ev["rounds"],
-            duration_s=ev["duration_s"],
+            duration_s=ev["duration_s"], overruns=ev.get("overruns", run.get("overruns") or []),
         )
     elif kind == "error" and ev.get("fatal"):
         run.update(status="error", stop_reason=f"error: {ev['message']}"[:500], finished_at=ev["ts"])
@@ -287,7 +298,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT, stop_reason TEXT, answer TEXT,
     cost_usd REAL DEFAULT 0, input_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0,
     calls INTEGER DEFAULT 0, rounds INTEGER DEFAULT 0, duration_s REAL,
-    budget TEXT, meta TEXT
+    budget TEXT, meta TEXT, overruns TEXT, writer TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
@@ -329,6 +340,7 @@ class SQLiteTraceStore(TraceStore):
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
+                self._add_missing_columns()
                 self._conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (SCHEMA_VERSION,),
@@ -340,6 +352,17 @@ class SQLiteTraceStore(TraceStore):
                 f"trace store {str(self.path)!r} is not a readable orchestra trace database "
                 f"({e}); move it aside or pass --db with another path"
             ) from None
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store written by an older version up to the current ``runs`` columns."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)").fetchall()}
+        for col in ("overruns", "writer"):
+            if col not in have:
+                try:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
+                except sqlite3.OperationalError as e:  # another process added it meanwhile
+                    if "duplicate column" not in str(e):
+                        raise
 
     # ----------------------------------------------------------------- writing
     def append(self, event: Event) -> None:
@@ -374,8 +397,8 @@ class SQLiteTraceStore(TraceStore):
         else:
             self._summaries[rid] = run
         row = {c: run.get(c) for c in RUN_COLUMNS}
-        row["budget"] = json.dumps(row["budget"]) if row["budget"] is not None else None
-        row["meta"] = json.dumps(row["meta"]) if row["meta"] is not None else None
+        for c in _JSON_COLUMNS:
+            row[c] = json.dumps(row[c]) if row[c] is not None else None
         cur.execute(f"INSERT OR REPLACE INTO runs({_COLS}) VALUES ({_MARKS})",
                     [row[c] for c in RUN_COLUMNS])
 
@@ -383,7 +406,7 @@ class SQLiteTraceStore(TraceStore):
     @staticmethod
     def _row(r: sqlite3.Row) -> dict[str, Any]:
         d = dict(r)
-        for k in ("budget", "meta"):
+        for k in _JSON_COLUMNS:
             if d.get(k):
                 d[k] = json.loads(d[k])
         return d

@@ -583,3 +583,89 @@ def test_markup_in_outputs_stays_inert_text(page: Any, server: ViewerServer,
     assert page.evaluate("document.querySelectorAll('b').length") == 0
     assert page.evaluate("[...document.scripts].map(s => s.src)") == [server.url + "static/app.js"]
     shot(page, "xss")
+
+
+# --------------------------------------------------------------------------- beyond loopback
+#: Starts a run, sends a call, prints "ready" and waits to be killed.
+KILLED_WRITER = ROOT / "tests" / "unit" / "viewer_killed_writer.py"
+
+
+def test_a_killed_run_shows_its_resume_command(page: Any, server: ViewerServer,
+                                               store_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    rid = "killed-run-0001"
+    child = subprocess.Popen([sys.executable, str(KILLED_WRITER), str(store_path), rid,
+                              "Killed while <b>thinking</b>"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        page.goto(f"{server.url}#/run/{rid}")
+        expect(page.locator('[data-testid="live"]')).to_be_visible()
+        expect(page.locator(".lane-bar.running")).to_have_count(1)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # The open page learns it from its event stream's end.
+    view = page.locator(".run-view")
+    expect(view).to_have_attribute("data-status", "interrupted")
+    expect(page.locator(".run-head .badge")).to_have_text("interrupted")
+    expect(page.locator('[data-testid="resume-command"]')).to_have_text(f"orchestra resume {rid}")
+    expect(page.locator(".stop-reason")).to_contain_text(f"process {child.pid}")
+    expect(page.locator('[data-testid="live"]')).to_have_count(0)
+    expect(page.locator(".lane-bar.running")).to_have_count(0)
+    expect(page.locator(".lane-time")).to_have_text("no reply")
+    expect(page.locator(".run-query")).to_have_text("Killed while <b>thinking</b>")
+    shot(page, "interrupted")
+    # A fresh load, and the list, say the same.
+    page.reload()
+    expect(page.locator('[data-testid="resume-command"]')).to_have_text(f"orchestra resume {rid}")
+    page.goto(f"{server.url}#/runs?status=interrupted")
+    expect(page.locator("tr[data-run-id]")).to_have_count(1)
+    expect(page.locator(f'tr[data-run-id="{rid}"]')).to_have_attribute("data-status", "interrupted")
+
+
+def test_the_page_and_its_stream_work_with_the_access_token(
+        browser: Any, runs: dict[str, str], store_path: Path) -> None:
+    """On 0.0.0.0 (read over 127.0.0.1): the printed address logs the browser in once."""
+    srv = create_server(store_path, "0.0.0.0", 0, poll_s=0.1)
+    srv.start()
+    writer = SQLiteTraceStore(store_path)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(15_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        requests: list[str] = []
+        pg.on("request", lambda r: requests.append(r.url))
+        denied = pg.goto(srv.url)
+        assert denied is not None and denied.status == 401  # no token, no traces
+        pg.goto(srv.access_url)
+        expect(pg.locator("tr[data-run-id]").first).to_be_visible()
+        assert "token" not in pg.url  # out of the address bar and history
+        cookies = ctx.cookies()
+        assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+            (srv.cookie_name, True, "Strict")]
+
+        rid, t = "token-live-0001", time.time()
+        writer.append(RunStarted(run_id=rid, seq=0, ts=t, query="Streamed behind a token",
+                                 pool="test", policy="cheapest", budget={"usd": 1.0}))
+        pg.goto(f"{srv.url}#/run/{rid}")
+        expect(pg.locator('[data-testid="live"]')).to_be_visible()
+        writer.append(RunFinished(run_id=rid, seq=1, ts=t + 0.5, answer="done",
+                                  stop_reason="answered", status="ok", cost_usd=0.0,
+                                  input_tokens=0, output_tokens=0, calls=0, rounds=0,
+                                  duration_s=0.5))
+        expect(pg.locator(".run-view")).to_have_attribute("data-status", "ok")
+        assert any(f"/api/runs/{rid}/stream" in u for u in requests)
+        assert not any("/events?after=" in u for u in requests)  # the stream, not polling
+        assert errors == []
+    finally:
+        ctx.close()
+        writer.close()
+        srv.stop()

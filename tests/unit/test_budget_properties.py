@@ -156,7 +156,7 @@ class TestLedger:
         assert charged == _cost(0.1, 10, 5)
         assert (led.spent_usd, led.spent_tokens, led.calls) == (0.1, 15, 1)
         assert led.left().usd == pytest.approx(0.9)
-        assert led.overruns == 0
+        assert led.overruns == []
 
     def test_exact_fit_is_accepted(self) -> None:
         led = Ledger(Budget(usd=0.5, tokens=30, calls=1))
@@ -256,7 +256,13 @@ class TestLedger:
         r = led.reserve(_cost(0.1, 1, 1))
         assert r is not None
         led.settle(r, _cost(0.2, 1, 1))
-        assert led.overruns == 1 and led.spent_usd == 0.2  # the books record the truth
+        assert led.spent_usd == 0.2  # the books record the truth
+        assert [(o.excess_usd, o.excess_tokens) for o in led.overruns] == [(pytest.approx(0.1), 0)]
+        assert led.overrun_of(r) is led.overruns[0]
+        # ... and the run must stop: nothing more fits, whatever is left.
+        assert led.exhausted() == "overrun"
+        assert led.reserve(_cost(0.01, 1, 1)) is None
+        assert led.reserve_many([(_cost(0.0), "free")]) == ([None], "overrun")
 
     def test_seconds_exhausted_refuses_reservations(self) -> None:
         led = Ledger(Budget(seconds=1.0), elapsed_s=5.0)
@@ -460,7 +466,7 @@ class LedgerMachine(RuleBasedStateMachine):
         w.join()
         assert not violations, violations[:5]
         assert not _check_invariant(led)
-        assert led.overruns == 0
+        assert led.overruns == []
         # Every thread finished its own reservations; what was outstanding before still is.
         assert set(led._reserved) == set(src._reserved)
         # Conservation: the clone's books are the start plus what the threads charged.
@@ -498,7 +504,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def matches_the_model(self) -> None:
         led = self.led
-        assert led.overruns == 0
+        assert led.overruns == []
         assert led.spent_usd == self.spent[0]  # exact: binary fractions
         assert (led.spent_input_tokens, led.spent_output_tokens) == (self.spent[1], self.spent[2])
         assert led.calls == self.calls
@@ -842,7 +848,7 @@ def test_runs_never_overspend(scenario: tuple[Any, ...]) -> None:
     assert not led.violations, led.violations[:5]
     assert led.changes > 0 or result.calls == 0
     assert not led._reserved, "a reservation was neither settled nor released"
-    assert result.overruns == 0 and led.overruns == 0
+    assert result.overruns == [] and led.overruns == []
     assert not backend.unreserved, f"calls sent without a covering reservation: {backend.unreserved}"
 
     # -- spend from the RunResult

@@ -215,3 +215,31 @@ def test_export_command_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFi
         main(["traces", "export", "--db", str(db), "--out", str(out), "--grades", str(bad)])
     assert e.value.code == 2
     assert "must hold a JSON object" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_stored_bad_run_is_skipped_not_fatal(store: TraceStore, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An older version stored a call with negative usage (cost -0.99999): that run is skipped
+    with its reason and every other run is still exported (it used to break the whole export)."""
+    add_run(store, "bad", query="Lying provider", answer="x", t=T0 + 6)
+    store.append(CallFinished(run_id="bad", seq=50, ts=T0 + 6.5, round=0, call_id="c9",
+                              agent="assistant", model="small", model_id="test/small",
+                              output="x", input_tokens=-5, output_tokens=-1_000_000,
+                              cost_usd=-0.99999, latency_s=0.1))
+    out = tmp_path / "e.jsonl"
+    skipped: list[tuple[str, str]] = []
+    n = export_runs(store, out, on_skip=lambda rid, why: skipped.append((rid, why)))
+    assert n == 5 and [e.run_id for e in read_examples(out)] == ["r1", "r2", "r3", "r4", "r5"]
+    assert [rid for rid, _ in skipped] == ["bad"]
+    assert "input_tokens" in skipped[0][1] and "-5" in skipped[0][1]
+    assert export_runs(store, out) == 5  # without a callback too
+
+    if isinstance(store, SQLiteTraceStore):
+        from orchestra.cli import main
+
+        with pytest.raises(SystemExit) as e:
+            main(["traces", "export", "--db", str(store.path), "--out", str(out)])
+        assert e.value.code in (0, None)
+        captured = capsys.readouterr()
+        assert "exported 5 runs" in captured.out and "1 skipped" in captured.out
+        assert "skipped run bad: " in captured.err

@@ -125,7 +125,7 @@ def test_replays_recorded_response_tokens_and_cost(pool: Pool, table: OutcomeTab
     assert res.answer == "C"  # recorded "C\n", stripped
     assert res.cost_usd == rec.cost_usd  # exact, not tokens × price
     assert (res.input_tokens, res.output_tokens) == (rec.input_tokens, rec.output_tokens)
-    assert res.calls == 1 and res.overruns == 0
+    assert res.calls == 1 and res.overruns == []
     # Without meta, the exact query text finds the query.
     res2 = orch.run(_q(table, "q3"))
     assert res2.answer == "D" and res2.cost_usd == table.lookup("q3", "mid").cost_usd
@@ -235,12 +235,12 @@ def test_budgets_hold_over_replay(pool: Pool, table: OutcomeTable, backend: str)
     assert sorted(c["model"] for c in res.steps[0]["calls"]) == ["cheap", "mid"]
     dropped = next(e for e in res.events if e.kind == "policy_decided").dropped
     assert [(d["model"], d["limit"]) for d in dropped] == [("strong", "usd")]
-    assert res.overruns == 0
+    assert res.overruns == []
     # A call budget: two layers of two calls under calls=3 → the fourth call never runs.
     orch = Orchestra(pool, policy="ensemble", policy_params={"k": 2, "layers": 2}, backend=be,
                      store=False, budget=Budget(calls=3))
     res = orch.run(q, meta={"query_id": "q3"})
-    assert res.calls == 3 and res.overruns == 0
+    assert res.calls == 3 and res.overruns == []
 
 
 def test_recording_is_never_shortened(pool: Pool, table: OutcomeTable) -> None:

@@ -28,7 +28,7 @@ from orchestra.trace.events import (
     RunStarted,
 )
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
-from orchestra.trace.viewer.server import ViewerServer, create_server
+from orchestra.trace.viewer.server import ViewerLimits, ViewerServer, create_server
 
 XSS = "<script>alert(1)</script><b>x</b>"
 BUDGET = {"usd": 1.0, "tokens": 10_000, "calls": 10, "rounds": 4, "seconds": None}
@@ -318,14 +318,18 @@ def test_events_after_seq(server: ViewerServer, store: SQLiteTraceStore) -> None
     assert done["status"] == "ok" and done["last_seq"] == 5
 
 
-def _read_sse(resp: http.client.HTTPResponse, until: str, timeout: float = 10) -> list[tuple[str, str, str]]:
-    """Read server-sent events until one of kind ``until``: (event, id, data) tuples."""
+def _read_sse(resp: http.client.HTTPResponse, until: str | None,
+              timeout: float = 10) -> list[tuple[str, str, str]]:
+    """Read server-sent events until one of kind ``until`` (None: until the server hangs up):
+    (event, id, data) tuples."""
     out: list[tuple[str, str, str]] = []
     cur: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = resp.fp.readline().decode()
         if not line:
+            if until is None:
+                return out
             break
         line = line.rstrip("\n")
         if not line:
@@ -546,3 +550,333 @@ def test_port_in_use_is_a_user_error(server: ViewerServer, store: SQLiteTraceSto
     port = server.server_address[1]
     with pytest.raises(UserError, match=f"port {port}"):
         create_server(store.path, "127.0.0.1", port)
+
+
+# --------------------------------------------------------------------------- beyond loopback
+# Servers here may listen on 0.0.0.0, but the tests only ever connect to 127.0.0.1.
+def ask(srv: ViewerServer, path: str, headers: dict[str, str] | None = None,
+        ) -> tuple[int, http.client.HTTPMessage, Any]:
+    """GET over 127.0.0.1 whatever the bind address: (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        if "event-stream" in (r.getheader("Content-Type") or ""):
+            return r.status, r.headers, None
+        body = r.read()
+        ctype = r.getheader("Content-Type") or ""
+        return r.status, r.headers, json.loads(body) if "json" in ctype else body.decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture()
+def open_server(store: SQLiteTraceStore) -> Iterator[ViewerServer]:
+    """A viewer on every interface (a generated token), read over loopback."""
+    srv = create_server(store.path, "0.0.0.0", 0, poll_s=0.05, allow_hosts=["viewer.example"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_non_loopback_bind_needs_the_token(open_server: ViewerServer) -> None:
+    srv = open_server
+    token = srv.token
+    assert srv.token_generated and token and len(token) >= 16
+    assert srv.access_url == f"{srv.url}?token={token}"
+    for headers in ({}, {"Authorization": "Bearer " + "x" * len(token)},
+                    {"Authorization": f"Basic {token}"},
+                    {"Cookie": f"orchestra_viewer_{srv.port}=wrong-{token}"},
+                    {"Cookie": f"orchestra_viewer_1={token}"}):  # another viewer's cookie
+        for path in ("/api/runs", "/", "/api/runs/run-live/stream", "/static/app.js"):
+            status, h, body = ask(srv, path, headers)
+            assert status == 401, (path, headers)
+            assert h["WWW-Authenticate"].startswith("Bearer") and "token" in body["error"]
+    # The token in the query is accepted on the page only, never on the API.
+    status, _, _ = ask(srv, f"/api/runs?token={token}")
+    assert status == 401
+
+    status, _, data = ask(srv, "/api/runs", {"Authorization": f"Bearer {token}"})
+    assert status == 200 and data["total"] == 6
+
+    # The page opened with ?token= sets an HttpOnly, SameSite=Strict cookie; the page's own
+    # requests and its event stream then carry it.
+    status, h, html = ask(srv, f"/?token={token}")
+    assert status == 200 and '<script src="/static/app.js"' in html
+    cookie = h["Set-Cookie"]
+    assert cookie.startswith(f"orchestra_viewer_{srv.port}={token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    jar = {"Cookie": cookie.split(";", 1)[0]}
+    for path in ("/api/runs", "/api/facets", "/static/app.js", "/api/runs/run-a/stream"):
+        status, h, _ = ask(srv, path, jar)
+        assert status == 200, path
+        assert "Set-Cookie" not in h  # set once, by the page load
+
+
+def test_a_given_token_is_used_and_checked(store: SQLiteTraceStore) -> None:
+    token = "my-own-token-0123456789"
+    srv = create_server(store.path, "127.0.0.1", 0, token=token)  # loopback, but asked for
+    srv.start()
+    try:
+        assert not srv.token_generated and srv.token == token
+        assert ask(srv, "/api/health")[0] == 401
+        assert ask(srv, "/api/health", {"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        srv.stop()
+    for bad in ("short", "has space in it 0123456789", "é" * 20):
+        with pytest.raises(UserError, match="16 to 512") as e:
+            create_server(store.path, "0.0.0.0", 0, token=bad)
+        assert bad not in str(e.value)  # a secret is never echoed
+
+
+def test_host_must_be_allowed_beyond_loopback(open_server: ViewerServer) -> None:
+    import socket
+
+    srv, port = open_server, open_server.port
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    for host in (f"viewer.example:{port}", "viewer.example", f"{socket.gethostname()}:{port}",
+                 f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert ask(srv, "/api/health", {**auth, "Host": host})[0] == 200, host
+    for host in (f"attacker.example:{port}", f"viewer.example.evil:{port}",
+                 f"localhost:{port + 1}", "viewer.example:80", "", "[::1", f"127.0.0.1:{port}x"):
+        if not host:
+            continue  # no Host at all: not a browser, so not a rebinding page
+        status, _, data = ask(srv, "/api/health", {**auth, "Host": host})
+        assert status == 403, host
+        assert repr(host) in data["error"] and "--allow-host" in data["error"]
+    # The Host check comes first: a rebinding page learns nothing about the token either.
+    assert ask(srv, "/", {"Host": f"attacker.example:{port}"})[0] == 403
+
+
+def test_loopback_host_names_must_give_the_port(server: ViewerServer) -> None:
+    port = server.port
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", f"localhost:{port}"):
+        assert ask(server, "/api/health", {"Host": host})[0] == 200, host
+    for host in (f"localhost:{port + 1}", f"127.0.0.1:{port}0", "localhost.evil.example"):
+        assert ask(server, "/api/health", {"Host": host})[0] == 403, host
+
+
+def test_bad_allow_host_is_a_user_error(store: SQLiteTraceStore) -> None:
+    with pytest.raises(UserError, match="'http://x/'"):
+        create_server(store.path, "127.0.0.1", 0, allow_hosts=["http://x/"])
+
+
+def _threads_settle(at_most: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while threading.active_count() > at_most and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return threading.active_count()
+
+
+def test_connections_are_capped(store: SQLiteTraceStore) -> None:
+    import socket
+
+    cap = 8
+    srv = create_server(store.path, "127.0.0.1", 0, limits=ViewerLimits(max_connections=cap))
+    srv.start()
+    base = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(cap + 20):
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+        time.sleep(0.5)
+        # One thread per served connection, up to the cap; the rest got no thread.
+        assert threading.active_count() <= base + cap
+        t0 = time.monotonic()
+        status, h, data = ask(srv, "/api/health")
+        assert status == 503 and time.monotonic() - t0 < 2
+        assert f"maximum of {cap} connections" in data["error"] and h["Retry-After"] == "1"
+    finally:
+        for s in idle:
+            s.close()
+    # The idle ones hang up: their slots free, and requests are served again.
+    deadline = time.monotonic() + 5
+    while ask(srv, "/api/health")[0] != 200:
+        assert time.monotonic() < deadline, "slots never freed"
+        time.sleep(0.05)
+    srv.stop()
+    assert _threads_settle(base) <= base
+
+
+def test_idle_connections_are_closed(store: SQLiteTraceStore) -> None:
+    import socket
+
+    srv = create_server(store.path, "127.0.0.1", 0, limits=ViewerLimits(idle_timeout_s=0.4))
+    srv.start()
+    base = threading.active_count()
+    try:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        stalled = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        stalled.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        t0 = time.monotonic()
+        assert silent.recv(1024) == b"" and stalled.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - t0 < 3
+        silent.close()
+        stalled.close()
+        assert _threads_settle(base) <= base
+    finally:
+        srv.stop()
+
+
+def _read_stream(conn: http.client.HTTPConnection, path: str, timeout: float = 10,
+                 ) -> tuple[list[tuple[str, str, str]], float]:
+    """Every server-sent event until the server closes the stream, and how long that took."""
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    t0 = time.monotonic()
+    events = _read_sse(resp, None, timeout=timeout)
+    return events, time.monotonic() - t0
+
+
+def test_a_stream_ends_after_its_lifetime(store: SQLiteTraceStore) -> None:
+    srv = create_server(store.path, "127.0.0.1", 0, poll_s=0.05,
+                        limits=ViewerLimits(stream_max_s=0.5))
+    srv.start()
+    try:
+        # run-live is still going (its writer, this process, is alive): no end, just a hang-up
+        # the browser reconnects from (Last-Event-ID).
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        events, took = _read_stream(conn, "/api/runs/run-live/stream?after=3")
+        conn.close()
+        assert [(e, i) for e, i, _ in events] == [("trace", "4")]
+        assert 0.4 < took < 3
+    finally:
+        srv.stop()
+
+
+def test_a_stream_ends_when_its_client_goes(store: SQLiteTraceStore) -> None:
+    srv = create_server(store.path, "127.0.0.1", 0, poll_s=0.05,
+                        limits=ViewerLimits(heartbeat_s=600))
+    srv.start()
+    base = threading.active_count()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/api/runs/run-live/stream?after=3")
+        resp = conn.getresponse()
+        assert _read_sse(resp, "trace")[0][1] == "4"
+        assert threading.active_count() == base + 1  # the stream's thread
+        resp.close()
+        conn.close()
+        # Nothing is written to a quiet stream for 10 minutes, yet its thread ends now.
+        assert _threads_settle(base, timeout=3) <= base
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- interrupted runs
+#: Starts a run, sends a call, prints "ready" and waits to be killed.
+KILLED_WRITER = Path(__file__).resolve().parent / "viewer_killed_writer.py"
+
+
+def test_a_killed_run_is_interrupted_with_its_resume_command(
+        server: ViewerServer, store: SQLiteTraceStore) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    rid = "killed-run-0001"
+    child = subprocess.Popen([sys.executable, str(KILLED_WRITER), str(store.path), rid,
+                              "killed mid-call"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        writer = store.get_run(rid)["writer"]  # type: ignore[index]
+        assert writer["pid"] == child.pid and writer["host"]
+        _, alive = get(server, f"/api/runs/{rid}")
+        assert alive["run"]["status"] == "running" and "resume" not in alive["run"]
+        # A stream opened while the run goes on ends when its process is killed.
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", f"/api/runs/{rid}/stream?after=0")
+        resp = conn.getresponse()
+        assert [i for _, i, _ in _read_sse(resp, "trace")] == ["1"]
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        rest = _read_sse(resp, "end", timeout=5)
+        conn.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert [(e, i) for e, i, _ in rest] == [("trace", "2"), ("end", "")]
+    end = json.loads(rest[-1][2])
+    assert end["status"] == "interrupted" and end["resume"] == f"orchestra resume {rid}"
+    assert f"process {child.pid}" in end["stop_reason"] and "gone" in end["stop_reason"]
+
+    assert store.get_run(rid)["status"] == "running"  # type: ignore[index]  # the store is untouched
+    _, data = get(server, f"/api/runs/{rid}")
+    assert data["run"]["status"] == "interrupted"
+    assert data["run"]["resume"] == f"orchestra resume {rid}"
+    assert data["run"]["stop_reason"] == end["stop_reason"]
+    _, polled = get(server, f"/api/runs/{rid}/events?after=2")
+    assert polled["status"] == "interrupted" and polled["resume"] == end["resume"]
+    assert polled["events"] == []
+    _, gone = get(server, "/api/runs?status=interrupted")
+    assert [r["run_id"] for r in gone["runs"]] == [rid] and gone["total"] == 1
+    _, running = get(server, "/api/runs?status=running")
+    assert [r["run_id"] for r in running["runs"]] == ["run-live"]
+    _, everything = get(server, "/api/runs")
+    assert {r["run_id"]: r["status"] for r in everything["runs"]}[rid] == "interrupted"
+    _, facets = get(server, "/api/facets")
+    assert facets["status"] == ["budget", "error", "interrupted", "ok", "running"]
+    _, agg = get(server, "/api/aggregates?status=interrupted")
+    assert agg["runs"] == 1 and agg["calls"] == 0 and agg["filters"] == {"status": "interrupted"}
+    _, agg = get(server, "/api/aggregates?status=running")
+    assert agg["runs"] == 1 and agg["calls"] == 1
+
+
+def _set_writer(store: SQLiteTraceStore, rid: str, writer: dict[str, Any] | None,
+                ts: float) -> None:
+    """Stand in for a run written elsewhere: its writer, and when its events happened."""
+    import sqlite3
+
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE runs SET writer = ? WHERE run_id = ?",
+                   (json.dumps(writer) if writer else None, rid))
+        db.execute("UPDATE events SET ts = ?, data = json_set(data, '$.ts', ?) WHERE run_id = ?",
+                   (ts, ts, rid))
+
+
+@pytest.mark.parametrize("writer, minutes_ago, shown", [
+    (None, 5, "running"),  # a store from before writers were recorded: too soon to tell
+    (None, 120, "interrupted"),
+    ({"pid": 1, "host": "another-machine", "start": None, "pidns": None}, 5, "running"),
+    ({"pid": 1, "host": "another-machine", "start": None, "pidns": None}, 120, "interrupted"),
+    ("this process, restarted", 5, "interrupted"),  # pid reused by another process
+    ("this process", 120, "running"),  # alive: however long it is quiet
+])
+def test_when_a_run_counts_as_interrupted(store: SQLiteTraceStore, writer: Any,
+                                          minutes_ago: float, shown: str) -> None:
+    from orchestra.trace._process import writer_identity
+    from orchestra.trace.viewer.server import ViewerAPI
+
+    if isinstance(writer, str):
+        me = writer_identity()
+        writer = {**me, "start": "another-boot/1"} if "restarted" in writer else me
+    rid = "it's-a-run"  # the resume command quotes it for the shell
+    b = RunBuilder(store, rid, query="quiet", t0=time.time())
+    b.round([("assistant", "small", 0.001, "partial", None)])
+    _set_writer(store, rid, writer, time.time() - 60 * minutes_ago)
+    api = ViewerAPI(store, stale_after_s=3600)
+    run = api.shown(store.get_run(rid))  # type: ignore[arg-type]
+    assert run["status"] == shown
+    if shown == "interrupted":
+        assert run["resume"] == "orchestra resume 'it'\"'\"'s-a-run'"
+        assert ("no event for 2.0 h" in run["stop_reason"]) == (minutes_ago == 120)
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_cli_rejects_a_weak_token_in_one_line(store: SQLiteTraceStore, how: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestra.cli import main
+
+    args = ["viewer", "--db", str(store.path), "--host", "0.0.0.0", "--port", "0"]
+    if how == "option":
+        args += ["--token", "tooshort"]
+    else:
+        monkeypatch.setenv("ORCHESTRA_VIEWER_TOKEN", "tooshort")
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: the access token must be 16 to 512") and "tooshort" not in err

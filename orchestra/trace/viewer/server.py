@@ -5,6 +5,30 @@ no web framework to install, one thread per connection, which a local tool for o
 and no more). The store is opened read-only; the runtime may write to it at the same time (SQLite
 WAL), and the viewer shows new runs and new events as they arrive.
 
+Exposure
+--------
+Every request must name an allowed ``Host`` (else 403), which defeats DNS rebinding: on a
+loopback bind the loopback names and the bind address; on any other bind also the machine's
+hostname; plus ``allow_hosts``. A ``Host`` with a port must name the listening port. Any
+non-loopback bind needs an access token (generated when none is given; ``orchestra viewer``
+prints it once): ``Authorization: Bearer <token>``, or ``?token=<token>`` on the page's own
+address (``/``), which answers with an ``HttpOnly; SameSite=Strict`` cookie that the page and
+its event stream then send; anything else is 401. Tokens are compared in constant time.
+Connections are capped (:attr:`ViewerLimits.max_connections`; one more is answered 503 by a
+single helper thread, never given a thread of its own), an idle connection is closed after
+:attr:`ViewerLimits.idle_timeout_s`, and an event stream ends when its client goes away or after
+:attr:`ViewerLimits.stream_max_s` (``EventSource`` reconnects from its last event id).
+
+Interrupted runs
+----------------
+The store keeps a run ``running`` until its process records the end; a process killed or
+crashed never does. The viewer shows such a run as ``interrupted`` (with ``stop_reason`` saying
+why and ``resume``, the command that continues it) when the process that wrote its last
+``run_started`` is gone (same host: pid, start time and pid namespace, see
+:mod:`orchestra.trace._process`), or, when that process cannot be checked from here (another
+host, a store from an older version), when the run has had no event for
+:attr:`ViewerLimits.stale_after_s`. Status filters and facets use the status shown.
+
 The page (``static/``) is vanilla JavaScript and CSS served from this package: no CDN, no
 network. Every model output and prompt is put in the page as text (``textContent``), and the
 page's Content-Security-Policy allows only the viewer's own scripts.
@@ -12,19 +36,23 @@ page's Content-Security-Policy allows only the viewer's own scripts.
 JSON API
 --------
 Every route is ``GET``; bodies are JSON (UTF-8). Errors are ``{"error": message, "status": code}``
-with status 400 (bad parameter: the message quotes it), 404 (unknown run or route), 405 (not GET)
-or 500.
+with status 400 (bad parameter: the message quotes it), 401 (no or wrong access token), 403 (a
+``Host`` not allowed), 404 (unknown run or route), 405 (not GET), 500, or 503 (too many
+connections; retry).
 
 ``GET /api/runs``
     Run summaries, filtered, sorted and paged. Query parameters: ``limit`` (1-500, default 50),
     ``offset`` (default 0), ``search`` (substring of query, answer or run id), ``status``
-    (``running``, ``ok``, ``budget`` or ``error``), ``policy``, ``pool``, ``sort`` (``started_at``,
+    (``running``, ``interrupted``, ``ok``, ``budget`` or ``error``), ``policy``, ``pool``,
+    ``sort`` (``started_at``,
     ``cost_usd``, ``calls``, ``rounds``, ``duration_s`` or ``query``; default ``started_at``),
     ``order`` (``asc`` or ``desc``, default ``desc``).
     Returns ``{"total": n_matching, "limit", "offset", "runs": [summary, ...]}`` where a summary
     is a row of the store's ``runs`` table (``run_id, started_at, finished_at, query, pool,
     policy, status, stop_reason, answer, cost_usd, input_tokens, output_tokens, calls, rounds,
-    duration_s, budget, meta``).
+    duration_s, budget, meta, overruns, writer``), except that an interrupted run shows
+    ``status: "interrupted"``, a ``stop_reason`` saying why and ``resume`` (the command that
+    continues it, e.g. ``orchestra resume <run_id>``).
 ``GET /api/facets``
     The values the filters can take: ``{"status": [...], "policy": [...], "pool": [...]}``.
 ``GET /api/runs/<run_id>``
@@ -33,13 +61,16 @@ or 500.
     prefix. Unknown → 404.
 ``GET /api/runs/<run_id>/events?after=<seq>``
     Polling for live updates: ``{"run_id", "status", "last_seq", "events": [events with
-    seq > after]}`` (``after`` defaults to -1: all events).
+    seq > after]}`` (``after`` defaults to -1: all events); ``stop_reason`` and ``resume`` too
+    when the run is interrupted.
 ``GET /api/runs/<run_id>/stream?after=<seq>``
     The same as server-sent events (``text/event-stream``): one ``event: trace`` message per
     event (``id:`` its seq, ``data:`` its JSON), sent as the event is stored; then
-    ``event: end`` (``data: {"status": ...}``) once the run is no longer running. A reconnecting
-    client's ``Last-Event-ID`` header takes the place of ``after``. Comments keep the connection
-    alive. The page falls back to polling ``/events`` where EventSource fails.
+    ``event: end`` (``data: {"status": ...}``, plus ``stop_reason`` and ``resume`` for an
+    interrupted run) once the run is no longer running. A reconnecting client's
+    ``Last-Event-ID`` header takes the place of ``after``. Comments keep the connection alive
+    (every :attr:`ViewerLimits.heartbeat_s`). The page falls back to polling ``/events`` where
+    EventSource fails.
 ``GET /api/aggregates``
     Totals over the runs matching the same filters as ``/api/runs`` (``search``, ``status``,
     ``policy``, ``pool``): ``{"runs", "cost_usd", "calls", "by_model": [row, ...],
@@ -59,14 +90,20 @@ Pages (``/`` serves the app; the part after ``#`` picks the page): ``#/runs`` (t
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import math
+import queue
 import re
+import secrets
+import selectors
+import shlex
 import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,15 +111,25 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestra.errors import UserError
-from orchestra.trace.store import SQLiteTraceStore, TraceStore
+from orchestra.trace._process import writer_gone
+from orchestra.trace.events import event_from_dict
+from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
-__all__ = ["STATIC_DIR", "ApiError", "ViewerAPI", "ViewerServer", "create_server"]
+__all__ = ["STATIC_DIR", "TOKEN_ENV", "ApiError", "ViewerAPI", "ViewerLimits", "ViewerServer",
+           "create_server"]
 
 #: The page's files (``index.html``, ``app.js``, ``app.css``, ``favicon.svg``).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
+#: The environment variable ``orchestra viewer`` reads its access token from.
+TOKEN_ENV = "ORCHESTRA_VIEWER_TOKEN"
+
 _SORT_KEYS = ("started_at", "cost_usd", "calls", "rounds", "duration_s", "query")
-_STATUSES = ("running", "ok", "budget", "error")
+_STATUSES = ("running", "interrupted", "ok", "budget", "error")
+# Statuses the viewer decides (the store has both as "running").
+_LIVE_STATUSES = ("running", "interrupted")
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,512}")
+_PAGE_PATHS = ("/", "/index.html")
 _MAX_LIMIT = 500
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -146,15 +193,104 @@ def _filters(params: dict[str, list[str]]) -> dict[str, str | None]:
     }
 
 
+@dataclass(frozen=True)
+class ViewerLimits:
+    """How much the viewer serves at once, and for how long.
+
+    Attributes:
+        max_connections: open connections served at once (each has a thread); one more is
+            answered 503 straight away.
+        idle_timeout_s: a connection that sends nothing (no request, or a request that stalls)
+            for this long is closed; also the longest a write may block.
+        stream_max_s: an event stream ends after this long (the browser reconnects from its
+            last event id), so no connection is held forever.
+        heartbeat_s: a quiet event stream sends a comment this often (proxies and the client
+            see it is alive; a client gone away is noticed).
+        stale_after_s: a run still ``running`` whose process cannot be checked from here is
+            shown as interrupted after this long without an event.
+    """
+
+    max_connections: int = 64
+    idle_timeout_s: float = 30.0
+    stream_max_s: float = 1800.0
+    heartbeat_s: float = 15.0
+    stale_after_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise UserError(f"max_connections must be at least 1 (got {self.max_connections!r})")
+        for name in ("idle_timeout_s", "stream_max_s", "heartbeat_s", "stale_after_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise UserError(f"{name} must be a positive number of seconds (got {value!r})")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class ViewerAPI:
     """The JSON API over a trace store, independent of HTTP (the server maps routes to it).
 
     Args:
         store: where the runs are read from.
+        stale_after_s: see :attr:`ViewerLimits.stale_after_s`.
     """
 
-    def __init__(self, store: TraceStore) -> None:
+    def __init__(self, store: TraceStore, *, stale_after_s: float = ViewerLimits.stale_after_s
+                 ) -> None:
         self.store = store
+        self.stale_after_s = stale_after_s
+
+    # ------------------------------------------------------------------ running or interrupted
+    def shown(self, run: dict[str, Any]) -> dict[str, Any]:
+        """The run as the viewer shows it: a ``running`` run whose process is gone becomes
+        ``interrupted``, with ``stop_reason`` (why) and ``resume`` (the command to continue it).
+        """
+        for _ in range(3):  # a resume may take the run over meanwhile: look again
+            if run.get("status") != "running":
+                return run
+            writer = run.get("writer") if isinstance(run.get("writer"), dict) else None
+            why = self._gone(run, writer)
+            if why is None:
+                return run
+            # Read the row again: the process may have recorded the end just before it exited.
+            fresh = self.store.get_run(run["run_id"])
+            if fresh is None or fresh.get("status") != "running":
+                return fresh or run
+            if fresh.get("writer") == run.get("writer"):
+                rid = fresh["run_id"]
+                return {**fresh, "status": "interrupted", "stop_reason": f"interrupted: {why}",
+                        "resume": f"orchestra resume {shlex.quote(rid)}"}
+            run = fresh
+        return run
+
+    def _gone(self, run: dict[str, Any], writer: dict[str, Any] | None) -> str | None:
+        """Why the run's process is known to be gone, or None when it is not."""
+        who = (f"process {writer.get('pid')} on {writer.get('host')!r}" if writer
+               else "its process")
+        gone = writer_gone(writer)
+        if gone is not None:
+            return f"{who} is gone (killed or crashed)" if gone else None
+        last = self.store.events(run["run_id"], after_seq=self.store.last_seq(run["run_id"]) - 1)
+        ts = last[-1]["ts"] if last else run.get("started_at")
+        silent = time.time() - float(ts or 0.0)
+        if silent < self.stale_after_s:
+            return None
+        return f"no event for {_ago(silent)} and {who} cannot be checked from this machine"
+
+    def _live_runs(self, filters: dict[str, str | None], sort: str = "started_at",
+                   descending: bool = True) -> list[dict[str, Any]]:
+        """The runs the store has as ``running`` that match the other filters, as shown."""
+        wanted = {**filters, "status": "running"}
+        n = self.store.count_runs(**wanted)
+        rows = self.store.list_runs(limit=max(n, 1), sort=sort,  # type: ignore[arg-type]
+                                    descending=descending, **wanted)  # type: ignore[arg-type]
+        return [self.shown(r) for r in rows]
 
     # ------------------------------------------------------------------ runs
     def runs(self, params: dict[str, list[str]]) -> dict[str, Any]:
@@ -168,16 +304,26 @@ class ViewerAPI:
         if order not in ("asc", "desc"):
             raise ApiError(400, f"order must be 'asc' or 'desc' (got {order!r})")
         filters = _filters(params)
+        if filters["status"] in _LIVE_STATUSES:
+            live = [r for r in self._live_runs(filters, sort, order == "desc")
+                    if r["status"] == filters["status"]]
+            return {"total": len(live), "limit": limit, "offset": offset,
+                    "runs": live[offset:offset + limit]}
         total = self.store.count_runs(**filters)
         rows = self.store.list_runs(
             limit=limit, offset=offset, sort=sort, descending=order == "desc",  # type: ignore[arg-type]
             **filters,
         )
-        return {"total": total, "limit": limit, "offset": offset, "runs": rows}
+        return {"total": total, "limit": limit, "offset": offset,
+                "runs": [self.shown(r) for r in rows]}
 
     def facets(self) -> dict[str, list[str]]:
-        """``/api/facets``: the statuses, policies and pools present."""
-        return self.store.run_facets()
+        """``/api/facets``: the statuses (as shown), policies and pools present."""
+        facets = self.store.run_facets()
+        if "running" in facets["status"]:
+            shown = {r["status"] for r in self._live_runs(_filters({}))}
+            facets["status"] = sorted((set(facets["status"]) - {"running"}) | shown)
+        return facets
 
     def resolve(self, run_id: str) -> dict[str, Any]:
         """The summary of the run with this id (or unique id prefix).
@@ -199,27 +345,38 @@ class ViewerAPI:
     def run(self, run_id: str) -> dict[str, Any]:
         """``/api/runs/<id>``: the summary and every event."""
         run = self.resolve(run_id)
-        return {"run": run, "events": self.store.events(run["run_id"])}
+        events = self.store.events(run["run_id"])
+        # Shown after the events are read, so an interrupted run has no event missing.
+        return {"run": self.shown(self.store.get_run(run["run_id"]) or run), "events": events}
 
     def events(self, run_id: str, params: dict[str, list[str]]) -> dict[str, Any]:
         """``/api/runs/<id>/events``: the events after a seq (polling)."""
         run = self.resolve(run_id)
         after = _int_param(params, "after", -1, -1, 10**12)
+        # The status is read before the events: every event stored before the run ended is in
+        # this answer, so a client that sees "ok" (or "interrupted") and no events is done.
+        shown = self.shown(self.store.get_run(run["run_id"]) or run)
         evs = self.store.events(run["run_id"], after_seq=after)
-        # Read the status after the events: a run that reports "ok" here has no event left
-        # unsent that was stored before the status changed.
-        status = (self.store.get_run(run["run_id"]) or run)["status"]
         last = evs[-1]["seq"] if evs else after
-        return {"run_id": run["run_id"], "status": status, "last_seq": last, "events": evs}
+        return {"run_id": run["run_id"], **_ending(shown), "last_seq": last, "events": evs}
 
     # ------------------------------------------------------------------ aggregates
     def aggregates(self, params: dict[str, list[str]]) -> dict[str, Any]:
         """``/api/aggregates``: cost and calls per model and per agent over the filtered runs."""
         filters = _filters(params)
-        by_model = self.store.aggregate_calls("model", **filters)
-        by_agent = self.store.aggregate_calls("agent", **filters)
+        source, where = self.store, filters
+        if filters["status"] in _LIVE_STATUSES:
+            # The store cannot tell these apart; they are few: fold their events again into a
+            # store of just those runs.
+            source, where = MemoryTraceStore(), {**filters, "status": None}
+            for r in self._live_runs(filters):
+                if r["status"] == filters["status"]:
+                    for ev in self.store.events(r["run_id"]):
+                        source.append(event_from_dict(ev))
+        by_model = source.aggregate_calls("model", **where)
+        by_agent = source.aggregate_calls("agent", **where)
         return {
-            "runs": self.store.count_runs(**filters),
+            "runs": source.count_runs(**where),
             "cost_usd": sum(r["cost_usd"] for r in by_model),
             "calls": sum(r["calls"] for r in by_model),
             "filters": {k: v for k, v in filters.items() if v is not None},
@@ -229,7 +386,7 @@ class ViewerAPI:
 
     # ------------------------------------------------------------------ compare
     def _side(self, run_id: str) -> dict[str, Any]:
-        run = self.resolve(run_id)
+        run = self.shown(self.resolve(run_id))
         rounds: dict[int, dict[str, Any]] = {}
 
         def rnd(i: int) -> dict[str, Any]:
@@ -291,6 +448,15 @@ def _json_bytes(obj: Any) -> bytes:
     return text.encode("utf-8")
 
 
+def _ending(run: dict[str, Any]) -> dict[str, Any]:
+    """What a client learns of a run's end: its status, and for an interrupted run why and the
+    command that resumes it."""
+    if run.get("status") == "interrupted":
+        return {"status": "interrupted", "stop_reason": run.get("stop_reason"),
+                "resume": run.get("resume")}
+    return {"status": run.get("status")}
+
+
 def _is_loopback(host: str) -> bool:
     if host in _LOOPBACK_NAMES:
         return True
@@ -300,18 +466,63 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """``Host``-style ``name[:port]`` / ``[v6][:port]`` → (lower-case name, port); None when
+    malformed."""
+    v = value.strip().lower()
+    port: str | None
+    if v.startswith("["):
+        name, sep, rest = v[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:] if rest else None
+    elif v.count(":") == 1:
+        name, _, port = v.partition(":")
+    else:  # a name, or a bare IPv6 address
+        name, port = v, None
+    name = name.rstrip(".")
+    if not name:
+        return None
+    if port is None:
+        return name, None
+    if not (port.isdigit() and int(port) <= 65535):
+        return None
+    return name, int(port)
+
+
+def _same(given: str, token: str) -> bool:
+    """Constant-time comparison (in the length of the token)."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ViewerServer
     protocol_version = "HTTP/1.1"
     server_version = "orchestra-viewer"
     sys_version = ""
+    _responded = False
+    _cookie: str | None = None  # a Set-Cookie header to send with the response
 
     # ------------------------------------------------------------------ plumbing
+    def setup(self) -> None:
+        # Reads (a request that never comes or stalls) and writes (a client that stops
+        # reading) give up after this long; the connection is then closed.
+        super().setup()
+        self.connection.settimeout(self.server.limits.idle_timeout_s)
+
     def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
             super().log_message(format, *args)
 
-    def _headers(self, status: int, content_type: str, length: int | None) -> None:
+    def _headers(self, status: int, content_type: str, length: int | None,
+                 extra: dict[str, str] | None = None) -> None:
         self._responded = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -322,40 +533,76 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("X-Frame-Options", "DENY")
         self.send_header("Content-Security-Policy", _CSP)
+        if self._cookie:
+            self.send_header("Set-Cookie", self._cookie)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.end_headers()
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self._headers(status, content_type, len(body))
+    def _send(self, status: int, body: bytes, content_type: str,
+              extra: dict[str, str] | None = None) -> None:
+        self._headers(status, content_type, len(body), extra)
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, _json_bytes(obj), "application/json; charset=utf-8")
+    def _json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
+        self._send(status, _json_bytes(obj), "application/json; charset=utf-8", extra)
 
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message, "status": status})
+    def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
+        self._json(status, {"error": message, "status": status}, extra)
 
-    def _host_allowed(self) -> bool:
-        # A page on another site must not read local traces through DNS rebinding: when the
-        # server listens on loopback only, requests must name a loopback host.
-        if not _is_loopback(str(self.server.server_address[0])):
+    # ------------------------------------------------------------------ who may ask
+    def _host_refused(self) -> str | None:
+        """Why the request's ``Host`` is refused (DNS rebinding), or None when it is allowed."""
+        raw = (self.headers.get("Host") or "").strip()
+        if not raw:  # browsers always send Host; a bare HTTP/1.0 client cannot be rebound
+            return None
+        if self.server.host_allowed(raw):
+            return None
+        if self.server.loopback:
+            return (f"host {raw!r} is not allowed; open the viewer at its loopback address "
+                    f"({self.server.url}) or start it with --allow-host NAME")
+        return (f"host {raw!r} is not allowed; open the viewer by this machine's name or "
+                f"address ({', '.join(sorted(self.server.allowed_names))}) or start it with "
+                "--allow-host NAME")
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
             return True
-        host = (self.headers.get("Host") or "").strip()
-        if not host:  # browsers always send Host; a bare HTTP/1.0 client cannot be rebound
+        scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer" and _same(value.strip(), token):
             return True
-        if host.startswith("["):
-            name = host[1:].split("]", 1)[0]
-        else:
-            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return _is_loopback(name.lower())
+        name = self.server.cookie_name
+        for header in self.headers.get_all("Cookie") or []:
+            for part in header.split(";"):
+                key, sep, val = part.strip().partition("=")
+                if sep and key == name and _same(val.strip().strip('"'), token):
+                    return True
+        parts = urlsplit(self.path)
+        if parts.path in _PAGE_PATHS:
+            given = parse_qs(parts.query).get("token")
+            if given and _same(given[-1], token):
+                # The page and its event stream send this from now on; the page takes the
+                # token out of its address bar.
+                self._cookie = f"{name}={token}; Path=/; HttpOnly; SameSite=Strict"
+                return True
+        return False
 
     # ------------------------------------------------------------------ methods
     def do_GET(self) -> None:
         self._responded = False
+        self._cookie = None
         try:
-            if not self._host_allowed():
-                self._error(403, f"host {self.headers.get('Host')!r} is not allowed; open the "
-                                 "viewer at its loopback address")
+            refused = self._host_refused()
+            if refused is not None:
+                self._error(403, refused)
+                return
+            if not self._authorized():
+                self._error(401, "this viewer needs its access token: open the address "
+                                 "`orchestra viewer` printed (ending in ?token=...), or send "
+                                 "'Authorization: Bearer <token>'",
+                            {"WWW-Authenticate": 'Bearer realm="orchestra viewer"'})
                 return
             self._route()
         except (BrokenPipeError, ConnectionResetError):
@@ -376,6 +623,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self._responded = False
+        self._cookie = None
         self.close_connection = True  # the request body, if any, is not read
         self._error(405, f"method {self.command!r} is not allowed; the viewer is read-only (GET)")
 
@@ -423,8 +671,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), ctype)
 
     # ------------------------------------------------------------------ live events
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (it sends nothing on an event stream, so a
+        readable socket with nothing to read is a hang-up)."""
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.connection, selectors.EVENT_READ)
+                if not sel.select(0):
+                    return False
+            return not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
+
     def _stream(self, run_id: str, params: dict[str, list[str]]) -> None:
-        api = self.server.api
+        api, limits = self.server.api, self.server.limits
         run = api.resolve(run_id)
         rid = run["run_id"]
         after = _int_param(params, "after", -1, -1, 10**12)
@@ -440,23 +700,35 @@ class _Handler(BaseHTTPRequestHandler):
         out.flush()
         stopping = self.server.stopping
         beat = time.monotonic()
+        ends = beat + limits.stream_max_s
+        check = 0.0
         while not stopping.is_set():
+            now = time.monotonic()
+            if now >= ends:  # the client reconnects with Last-Event-ID and carries on
+                return
+            # The status before the events: every event stored before the run ended is sent
+            # before its end.
+            row = api.store.get_run(rid) or run
+            if row["status"] == "running" and now >= check:
+                row = api.shown(row)  # is its process still there?
+                check = now + 1.0
             evs = api.store.events(rid, after_seq=after)
             for ev in evs:
                 after = ev["seq"]
                 out.write(b"id: %d\nevent: trace\ndata: " % after + _json_bytes(ev) + b"\n\n")
-            status = (api.store.get_run(rid) or run)["status"]
             if evs:
                 out.flush()
-                beat = time.monotonic()
-            elif status != "running":
-                out.write(b"event: end\ndata: " + _json_bytes({"status": status}) + b"\n\n")
+                beat = now
+            elif row["status"] != "running":
+                out.write(b"event: end\ndata: " + _json_bytes(_ending(row)) + b"\n\n")
                 out.flush()
                 return
-            elif time.monotonic() - beat > 15:
+            elif now - beat >= limits.heartbeat_s:
                 out.write(b": keep-alive\n\n")
                 out.flush()
-                beat = time.monotonic()
+                beat = now
+            if self._client_gone():
+                return
             stopping.wait(self.server.poll_s)
 
 
@@ -469,21 +741,84 @@ class ViewerServer(ThreadingHTTPServer):
         port: the TCP port; 0 picks a free one (see :attr:`url`).
         quiet: do not log each request to stderr.
         poll_s: how often live streams look for new events, in seconds.
+        token: the access token every request must carry (see the module docstring); None: none
+            on a loopback address, a new random one (:attr:`token_generated`) on any other.
+        allow_hosts: more names (``name`` or ``name:port``) the ``Host`` header may give.
+        limits: connections, timeouts and when a silent run counts as interrupted.
+
+    Raises:
+        UserError: a malformed token or ``allow_hosts`` entry.
+        OSError: the address cannot be bound.
     """
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, store: TraceStore, host: str = "127.0.0.1", port: int = 8765, *,
-                 quiet: bool = True, poll_s: float = 0.25) -> None:
-        self.api = ViewerAPI(store)
+                 quiet: bool = True, poll_s: float = 0.25, token: str | None = None,
+                 allow_hosts: Iterable[str] = (), limits: ViewerLimits | None = None) -> None:
+        self.limits = limits or ViewerLimits()
+        self.api = ViewerAPI(store, stale_after_s=self.limits.stale_after_s)
         self.quiet = quiet
         self.poll_s = poll_s
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.loopback = _is_loopback(host)
+        extra = [self._allowed_entry(h) for h in allow_hosts]
+        self.token_generated = token is None and not self.loopback
+        if token is not None and not _TOKEN.fullmatch(token):
+            raise UserError(
+                f"the access token must be 16 to 512 letters, digits, '.', '_', '~' or '-' (got "
+                f"{len(token)} characters{'' if token.isascii() else ', not all ASCII'}); pass "
+                f"another with --token or ${TOKEN_ENV}, or none to have one generated")
+        self.token = secrets.token_urlsafe(24) if self.token_generated else token
+        # Over the cap, one helper thread answers 503 (never a thread per connection).
+        self._slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self._refused: queue.Queue[socket.socket | None] = queue.Queue(maxsize=256)
+        self._busy = self._busy_response()
+        self._refuser = threading.Thread(target=self._refuse_loop, name="orchestra-viewer-503",
+                                         daemon=True)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+        self.port = int(self.server_address[1])
+        self.cookie_name = f"orchestra_viewer_{self.port}"
+        # Host names this server answers to, each with the ports it may be named with.
+        local = self.loopback or _is_wildcard(host)
+        names = {host.lower().strip("[]"), str(self.server_address[0]).lower()}
+        if local:
+            names |= _LOOPBACK_NAMES
+        if not self.loopback:
+            names.add(socket.gethostname().lower())
+        self._local = local
+        self._allowed: dict[str, set[int]] = {n: {self.port} for n in names if n}
+        for name, p in extra:
+            self._allowed.setdefault(name, {self.port}).add(p if p is not None else self.port)
+        self._refuser.start()
+
+    @staticmethod
+    def _allowed_entry(value: str) -> tuple[str, int | None]:
+        parsed = _split_host(value)
+        if parsed is None or any(c in parsed[0] for c in "/ @?#"):
+            raise UserError(f"--allow-host takes a host name or address, optionally with a "
+                            f"port (NAME or NAME:PORT) (got {value!r})")
+        return parsed
+
+    @property
+    def allowed_names(self) -> frozenset[str]:
+        """The host names (and addresses) the ``Host`` header may give."""
+        return frozenset(self._allowed)
+
+    def host_allowed(self, value: str) -> bool:
+        """Whether a request's ``Host`` header value names this server."""
+        parsed = _split_host(value)
+        if parsed is None:
+            return False
+        name, port = parsed
+        ports = self._allowed.get(name)
+        if ports is None and self._local and _is_loopback(name):
+            ports = {self.port}
+        return ports is not None and (port is None or port in ports)
 
     @property
     def url(self) -> str:
@@ -496,6 +831,82 @@ class ViewerServer(ThreadingHTTPServer):
             shown = f"[{shown}]"
         return f"http://{shown}:{port}/"
 
+    @property
+    def access_url(self) -> str:
+        """:attr:`url` with the access token (``?token=...``) when the server needs one."""
+        return self.url + (f"?token={self.token}" if self.token else "")
+
+    # ------------------------------------------------------------------ connection cap
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                self._refused.put_nowait(request)
+            except queue.Full:  # a flood: hang up at once
+                self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _busy_response(self) -> bytes:
+        body = _json_bytes({"error": f"the viewer is serving its maximum of "
+                                    f"{self.limits.max_connections} connections; retry in a "
+                                    "moment", "status": 503})
+        head = ("HTTP/1.1 503 Service Unavailable\r\n"
+                "Content-Type: application/json; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+                "Connection: close\r\n\r\n")
+        return head.encode("ascii") + body
+
+    def _refuse_loop(self) -> None:
+        """Answer refused connections 503, then linger until the client hangs up (at most 2 s),
+        reading what it sends, so that its request does not turn the close into a reset."""
+        sel = selectors.DefaultSelector()
+        try:
+            while True:
+                try:
+                    sock = self._refused.get(timeout=0.05 if sel.get_map() else None)
+                except queue.Empty:
+                    sock = False  # type: ignore[assignment]
+                if sock is None:
+                    return
+                if sock:
+                    try:
+                        sock.setblocking(False)
+                        sock.send(self._busy)
+                        sock.shutdown(socket.SHUT_WR)
+                        sel.register(sock, selectors.EVENT_READ, time.monotonic() + 2.0)
+                    except (OSError, ValueError):
+                        sock.close()
+                for key, _ in sel.select(0):
+                    try:
+                        more = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        more = b""
+                    if not more:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()  # type: ignore[union-attr]
+                now = time.monotonic()
+                for key in list(sel.get_map().values()):
+                    if key.data < now:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()  # type: ignore[union-attr]
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            sel.close()
+
+    # ------------------------------------------------------------------ lifecycle
     def start(self) -> threading.Thread:
         """Serve in a background (daemon) thread; :meth:`stop` ends it."""
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
@@ -512,6 +923,14 @@ class ViewerServer(ThreadingHTTPServer):
             self._thread = None
         self.server_close()
 
+    def server_close(self) -> None:
+        super().server_close()
+        if self._refuser.is_alive():
+            try:
+                self._refused.put(None, timeout=1)
+            except queue.Full:
+                pass
+
 
 @dataclass(frozen=True)
 class _Opened:
@@ -526,7 +945,9 @@ def _open(db: str | Path | TraceStore | None) -> _Opened:
 
 
 def create_server(db: str | Path | TraceStore | None = None, host: str = "127.0.0.1",
-                  port: int = 8765, *, quiet: bool = True, poll_s: float = 0.25) -> ViewerServer:
+                  port: int = 8765, *, quiet: bool = True, poll_s: float = 0.25,
+                  token: str | None = None, allow_hosts: Iterable[str] = (),
+                  limits: ViewerLimits | None = None) -> ViewerServer:
     """A viewer server over a trace store file (read-only) or a store object, not yet serving.
 
     Args:
@@ -536,17 +957,26 @@ def create_server(db: str | Path | TraceStore | None = None, host: str = "127.0.
         port: the TCP port (0: any free port).
         quiet: do not log requests.
         poll_s: how often live streams look for new events.
+        token: the access token (see :class:`ViewerServer`); generated for a non-loopback
+            ``host`` when None.
+        allow_hosts: more names the ``Host`` header may give.
+        limits: connections, timeouts, staleness (:class:`ViewerLimits`).
 
     Returns:
         The server; call ``serve_forever()`` (blocking) or ``start()`` (in a thread).
 
     Raises:
-        UserError: the store file is missing or is not an orchestra trace database, or the
-            address cannot be bound.
+        UserError: the store file is missing or is not an orchestra trace database, the token
+            or an allowed host is malformed, or the address cannot be bound.
     """
     opened = _open(db)
     try:
-        return ViewerServer(opened.store, host, port, quiet=quiet, poll_s=poll_s)
+        return ViewerServer(opened.store, host, port, quiet=quiet, poll_s=poll_s, token=token,
+                            allow_hosts=allow_hosts, limits=limits)
+    except UserError:
+        if opened.owned:
+            opened.store.close()
+        raise
     except OSError as e:
         if opened.owned:
             opened.store.close()

@@ -9,6 +9,12 @@
   const app = document.getElementById("app");
   const SVG_NS = "http://www.w3.org/2000/svg";
 
+  // Opened with ?token=… (a viewer beyond loopback): the server has set its cookie by now;
+  // the token leaves the address bar and the history.
+  if (new URLSearchParams(location.search).has("token")) {
+    history.replaceState(null, "", location.pathname + location.hash);
+  }
+
   // ------------------------------------------------------------------ DOM helpers
   function setAttrs(el, attrs) {
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -97,7 +103,7 @@
     return typeof v === "string" ? v : JSON.stringify(v, null, 2);
   }
 
-  const STATUS_LABEL = { ok: "ok", budget: "stopped by budget", error: "error", running: "running" };
+  const STATUS_LABEL = { ok: "ok", budget: "stopped by budget", error: "error", running: "running", interrupted: "interrupted" };
   function statusBadge(status) {
     return h("span", { class: "badge status-" + (status || "unknown"), dataset: { status: status || "" } },
       STATUS_LABEL[status] || status || "unknown");
@@ -212,7 +218,7 @@
       sel.addEventListener("change", () => onChange({ [key]: sel.value }));
       return sel;
     }
-    const statuses = ["ok", "budget", "error", "running"];
+    const statuses = ["ok", "budget", "error", "running", "interrupted"];
     bar.appendChild(select("status", "statuses", statuses, STATUS_LABEL));
     bar.appendChild(select("policy", "policies", (facets && facets.policy) || []));
     bar.appendChild(select("pool", "pools", (facets && facets.pool) || []));
@@ -434,7 +440,7 @@
       src.addEventListener("trace", (m) => { addEvents([JSON.parse(m.data)]); });
       src.addEventListener("end", (m) => {
         src.close(); state.source = null; state.ended = true;
-        try { state.run.status = JSON.parse(m.data).status || state.run.status; } catch (e) { /* keep */ }
+        try { ended(JSON.parse(m.data)); } catch (e) { /* keep */ }
         schedule();
       });
       src.addEventListener("error", () => {
@@ -447,8 +453,14 @@
       state.stopPoll = every(1000, async () => {
         const d = await api("/api/runs/" + encodeURIComponent(state.run.run_id) + "/events?after=" + lastSeq());
         addEvents(d.events);
-        if (d.status !== "running" && !d.events.length) { state.run.status = d.status; state.ended = true; state.stopPoll(); schedule(); }
+        if (d.status !== "running" && !d.events.length) { ended(d); state.ended = true; state.stopPoll(); schedule(); }
       });
+    }
+    // How the run ended, as the server says: its status and, when its process is gone, why
+    // and the command that resumes it.
+    function ended(d) {
+      state.run.status = d.status || state.run.status;
+      if (d.status === "interrupted") Object.assign(state.run, { stop_reason: d.stop_reason, resume: d.resume });
     }
 
     api("/api/runs/" + encodeURIComponent(runId)).then((d) => {
@@ -536,7 +548,10 @@
         h("span", { class: "muted", title: ago(run.started_at) }, fmtTime(run.started_at)),
         h("span", { class: "mono muted run-id" }, run.run_id)),
       h("h1", { class: "run-query" }, run.query || "(no query)"),
-      run.stop_reason ? h("div", { class: "stop-reason " + (run.status === "error" ? "is-error" : run.status === "budget" ? "is-budget" : "") }, "stop reason: ", h("span", { class: "mono" }, run.stop_reason)) : null));
+      run.stop_reason ? h("div", { class: "stop-reason " + (run.status === "error" ? "is-error" : run.status === "budget" ? "is-budget" : run.status === "interrupted" ? "is-interrupted" : "") }, "stop reason: ", h("span", { class: "mono" }, run.stop_reason)) : null,
+      run.status === "interrupted" && run.resume ? h("div", { class: "resume-box", dataset: { testid: "resume" } },
+        "The process running this run is gone (killed or crashed); its trace stops here. Continue it (a durable run, as CLI runs are) with",
+        h("code", { dataset: { testid: "resume-command" } }, run.resume)) : null));
 
     frag.appendChild(h("div", { class: "stats" },
       stat("Cost", fmtUSD(run.cost_usd), null, "run-cost"),
@@ -612,7 +627,7 @@
         dur !== null ? h("span", { class: "muted" }, fmtDur(dur)) : null));
     for (const d of g.decisions) sec.appendChild(decisionStep(d, run));
     if (calls.length) {
-      sec.appendChild(step("dispatch", h("span", null, h("strong", null, "Parallel calls"), h("span", { class: "muted" }, " · latency from the round's start")), lanes(g, calls)));
+      sec.appendChild(step("dispatch", h("span", null, h("strong", null, "Parallel calls"), h("span", { class: "muted" }, " · latency from the round's start")), lanes(g, calls, run.status === "running" ? null : lastTs(state.events))));
       sec.appendChild(h("div", { class: "calls" }, calls.map((c) => callCard(state, c, run))));
     }
     for (const c of refineCalls) sec.appendChild(h("div", { class: "calls" }, callCard(state, c, run)));
@@ -670,9 +685,13 @@
   }
 
   // The round's calls as lanes on a shared time axis.
-  function lanes(g, calls) {
+  function lastTs(events) { return events.length ? events[events.length - 1].ts : Date.now() / 1000; }
+
+  // endedAt: null while the run is live (unfinished calls grow with the clock), otherwise when
+  // its trace stops (an interrupted run's unfinished calls end there).
+  function lanes(g, calls, endedAt) {
     const t0 = g.t0;
-    const now = Date.now() / 1000;
+    const now = endedAt === null ? Date.now() / 1000 : endedAt;
     const spans = calls.map((c) => {
       const ev = c.started || c.finished;
       const start = c.started ? c.started.ts : c.finished.ts - (c.finished.latency_s || 0);
@@ -683,7 +702,7 @@
     const box = h("div", { class: "lanes", dataset: { testid: "lanes" } });
     for (const sp of spans) {
       const f = sp.c.finished;
-      const running = !f;
+      const running = !f && endedAt === null;
       const err = f && f.error;
       const left = (sp.start / total) * 100;
       const width = Math.max(0.6, ((sp.end - sp.start) / total) * 100);
@@ -692,8 +711,8 @@
           h("span", { class: "chip-dot", style: { background: colorFor(sp.ev.model) } }),
           h("span", { class: "lane-agent" }, sp.ev.agent), h("span", { class: "muted" }, " · " + sp.ev.model)),
         h("div", { class: "lane-track" },
-          h("div", { class: "lane-bar" + (running ? " running" : "") + (err ? " error" : ""), style: { left: left.toFixed(2) + "%", width: width.toFixed(2) + "%", background: err ? null : colorFor(sp.ev.model) }, title: running ? "running" : fmtDur(f.latency_s) }),
-          laneTime(left + width, running ? "running…" : fmtDur(f.latency_s) + (err ? " · error" : ""))),
+          h("div", { class: "lane-bar" + (running ? " running" : "") + (err ? " error" : ""), style: { left: left.toFixed(2) + "%", width: width.toFixed(2) + "%", background: err ? null : colorFor(sp.ev.model) }, title: f ? fmtDur(f.latency_s) : running ? "running" : "no reply" }),
+          laneTime(left + width, f ? fmtDur(f.latency_s) + (err ? " · error" : "") : running ? "running…" : "no reply")),
         h("div", { class: "lane-cost mono" }, f ? fmtUSD(f.cost_usd) : "")));
     }
     // Axis ticks.
@@ -723,7 +742,7 @@
         h("strong", { class: "call-agent" }, ev.agent), h("span", { class: "muted" }, " · "), h("span", { class: "call-model" }, ev.model),
         ev.role && ev.role !== "route" ? h("span", { class: "tag" }, ev.role) : null,
         h("span", { class: "spacer" }),
-        f ? (err ? h("span", { class: "badge status-error" }, "error") : h("span", { class: "badge status-ok" }, "done")) : h("span", { class: "badge status-running" }, "running")),
+        f ? (err ? h("span", { class: "badge status-error" }, "error") : h("span", { class: "badge status-ok" }, "done")) : run.status === "interrupted" ? h("span", { class: "badge status-interrupted" }, "no reply") : h("span", { class: "badge status-running" }, "running")),
       h("div", { class: "call-meta" },
         h("span", { title: ev.model_id }, h("span", { class: "muted" }, "id "), h("span", { class: "mono" }, ev.model_id || "")),
         f ? h("span", null, h("span", { class: "muted" }, "tokens "), fmtInt(f.input_tokens) + " → " + fmtInt(f.output_tokens)) : (s0 ? h("span", null, h("span", { class: "muted" }, "max tokens "), fmtInt(s0.max_tokens)) : null),
