@@ -22,7 +22,9 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestra.spec import Budget
 
@@ -76,6 +78,16 @@ class Overrun:
     @property
     def excess_tokens(self) -> int:
         return max(0, self.charged.tokens - self.reserved.tokens)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], label: str = "") -> Overrun:
+        """An overrun rebuilt from :meth:`to_dict`'s record (a resumed run's books). Token
+        counts come back as totals (input tokens), which is all the excess needs."""
+        return cls(reservation_id=-1, label=label,
+                   reserved=CallCost(usd=float(d["reserved_usd"]),
+                                     input_tokens=int(d["reserved_tokens"]), output_tokens=0),
+                   charged=CallCost(usd=float(d["charged_usd"]),
+                                    input_tokens=int(d["charged_tokens"]), output_tokens=0))
 
     def to_dict(self) -> dict[str, float | int | str]:
         """JSON-ready: what was reserved, what was charged and the excess (USD and tokens)."""

@@ -322,22 +322,28 @@ def _interrupt_hint(printer: Any, resumable: bool) -> Iterator[None]:
 @app.command()
 def resume(
     run_id: str = typer.Argument(..., help="The id of an interrupted durable run."),
-    pool: str = typer.Option("local", "--pool", "-p"),
-    policy: str | None = typer.Option(None, "--policy"),
-    budget_usd: float | None = typer.Option(None, "--budget-usd"),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="New USD limit for the whole run (default: the run's own)."),
+    max_rounds: int | None = typer.Option(None, "--max-rounds", help="New rounds limit."),
+    max_calls: int | None = typer.Option(None, "--max-calls", help="New model calls limit."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="New tokens limit."),
+    timeout: float | None = typer.Option(None, "--timeout", help="New wall-clock seconds limit (time already used counts)."),
     as_json: bool = typer.Option(False, "--json"),
     db: Path | None = typer.Option(None, "--db"),
 ) -> None:
-    """Continue an interrupted run from its last completed step (finished calls are not paid again)."""
-    orch = _make(pool, policy, _budget(None, budget_usd, None, None, None, None), db, False, True, {})
+    """Continue an interrupted run from its last completed step, on the pool, policy, parameters
+    and budget it was started with (finished calls are not paid again). Limits given here replace
+    the run's own for the whole run, spend so far included."""
+    orch = _make("local", None, {}, db, False, True, {})
+    budget = _budget(None, budget_usd, max_rounds, max_calls, max_tokens, timeout)
     printer = _live_printer(err, quiet=as_json)
     with _interrupt_hint(printer, resumable=True):
-        result = orch.resume(run_id, on_event=printer)
+        result = orch.resume(run_id, on_event=printer, budget=budget or None)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
     _print_answer(result.answer)
-    err.print(_summary_line(result, orch.budget.usd))
+    started = next((e for e in result.events if e.kind == "run_started"), None)
+    err.print(_summary_line(result, started.budget.get("usd") if started is not None else None))
 
 
 _CHAT_HELP = """commands:
@@ -662,8 +668,20 @@ def traces_list(
     """Recent runs, newest first."""
     import datetime as dt
 
+    from orchestra.trace.liveness import as_shown
+
     with _reading_store(db):
-        rows = _store(db).list_runs(limit=limit, search=search, status=status)
+        store = _store(db)
+        if status in ("running", "interrupted"):
+            # A killed run is stored as running and shown as interrupted: filter on what is shown.
+            rows = [as_shown(store, r) for st in ("running", "interrupted")
+                    for r in store.list_runs(limit=max(store.count_runs(status=st), 1),
+                                             search=search, status=st)]
+            rows = sorted((r for r in rows if r.get("status") == status),
+                          key=lambda r: r.get("started_at") or 0.0, reverse=True)[:limit]
+        else:
+            rows = [as_shown(store, r) for r in store.list_runs(limit=limit, search=search,
+                                                                status=status)]
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
@@ -688,10 +706,13 @@ def traces_show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every step of a run: decisions, calls, refinements, the answer."""
+    from orchestra.trace.liveness import as_shown
+
     with _reading_store(db):
         store = _store(db)
         run_row = store.find_run(run_id)
         events = store.events(run_row["run_id"])
+        run_row = as_shown(store, store.get_run(run_row["run_id"]) or run_row)
     if as_json:
         sys.stdout.write(json.dumps({"run": run_row, "events": events}, default=str) + "\n")
         return
@@ -707,6 +728,8 @@ def traces_show(
                       Text("(damaged event)", style="red"))
     out.print(t)
     out.print(Text(f"answer: {run_row.get('answer')}"))
+    if run_row.get("resume"):
+        out.print(Text(f"resume with: {run_row['resume']}", style="yellow"))
 
 
 def _event_cells(e: dict[str, Any]) -> tuple[str, str, str, str | Text]:
@@ -730,6 +753,8 @@ def _event_cells(e: dict[str, Any]) -> tuple[str, str, str, str | Text]:
                   f"{e['rounds']} rounds {e['duration_s']:.2f}s")
     elif k == "error":
         detail = Text(f"{e['where']}: {e['error_type']}: {e['message']}", style="red")
+    elif k == "damaged":
+        detail = Text(str(e.get("message")), style="red")
     else:
         detail = f"pool={e.get('pool')} policy={e.get('policy')}"
     return str(e["seq"]), k, "" if e.get("round") is None else str(e["round"]), detail

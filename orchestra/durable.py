@@ -8,6 +8,11 @@ Layout of the checkpoint folder (``<data dir>/checkpoints/`` for ``durable=True`
                    committed before its ``call_finished`` event is emitted)
     <key>.lock     flock'ed by the one process running or resuming the run; says who that is
 
+When the run reaches its answer its ``.sqlite`` file is deleted (nothing is left to resume;
+the trace store keeps the run) and its ``.lock`` file keeps only ``{"finished": <time>}``, a
+few bytes that make a later ``resume`` say "already finished" and a new run with the same id
+say "used before". So the folder's size is that of the interrupted and failed runs only.
+
 ``<key>`` is the run id when it is a plain lower-case name (``[a-z0-9][a-z0-9._-]*``, at most
 100 characters, like the default uuid), otherwise ``_`` + a SHA-256 of it.
 
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
     from orchestra.policies.base import Policy
     from orchestra.spec import Budget, Pool
 
-__all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "pool_spec", "resumed_terms",
+__all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark", "pool_spec", "resumed_terms",
            "run_key"]
 
 _SAFE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -100,15 +105,28 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
 
-    def release(self) -> None:
+    def release(self, tombstone: Mapping[str, Any] | None = None) -> None:
+        """Let the lock go; ``tombstone``: what the file keeps afterwards (a finished run's
+        mark, see :func:`finished_mark`), otherwise it is left empty."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
             os.ftruncate(fd, 0)  # before unlocking: the next holder writes its own line
+            if tombstone is not None:
+                os.pwrite(fd, json.dumps(dict(tombstone)).encode(), 0)
             _unlock(fd)
         finally:
             os.close(fd)
+
+
+def finished_mark(lock_path: Path) -> dict[str, Any] | None:
+    """The mark a finished run left in its lock file (``{"finished": ts}``), or None."""
+    try:
+        info = json.loads(lock_path.read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("finished") else None
 
 
 def _read_holder(fd: int) -> str:
@@ -243,8 +261,17 @@ class RunFile:
         self.saver: Any = None
         self._conn: aiosqlite.Connection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._finished = False
 
     async def __aenter__(self) -> Self:
+        done = finished_mark(self.lock.path)
+        if done is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(done["finished"])))
+            if self.resume:
+                raise UserError(f"run {self.run_id!r} already finished (at {when}); nothing to "
+                                "resume")
+            raise UserError(f"run id {self.run_id!r} was used before (it finished at {when}); "
+                            "choose another run id")
         migrate = self.resume and not self.path.exists() and self._legacy_has_run()
         if self.resume and not self.path.exists() and not migrate:
             raise UserError(f"no checkpoint for run {self.run_id!r} in "
@@ -261,7 +288,12 @@ class RunFile:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._close()
+        await self._close(delete=self._finished)
+
+    def finished_run(self) -> None:
+        """The run reached its answer: its files are deleted when the run file is closed
+        (nothing is left to resume; the trace store keeps the run)."""
+        self._finished = True
 
     async def _open(self) -> None:
         import aiosqlite
@@ -288,16 +320,21 @@ class RunFile:
             self.terms, self.input, self.elapsed_s = json.loads(row[0]), json.loads(row[1]), row[2]
         self.finished = {r[0]: json.loads(r[1]) for r in rows}
 
-    async def _close(self) -> None:
+    async def _close(self, delete: bool = False) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
         try:
             if self._conn is not None:
                 await self._conn.close()
+            if delete:
+                # Under the lock: no other process is using these files.
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         finally:
             self._conn = None
-            self.lock.release()
+            # A finished run leaves only its lock file, holding the mark that says so.
+            self.lock.release({"finished": time.time()} if delete else None)
 
     async def start(self, terms: dict[str, Any], init: Mapping[str, Any]) -> None:
         """Record a new run's terms and input, before anything else happens.

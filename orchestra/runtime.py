@@ -26,13 +26,21 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from orchestra.backends.base import Backend
-from orchestra.budget import Ledger
+from orchestra.budget import Ledger, Overrun
 from orchestra.durable import RunFile, RunTerms, policy_name, resumed_terms
 from orchestra.errors import UserError
 from orchestra.policies.base import Policy, resolve_policy
 from orchestra.spec import Budget, Pool
 from orchestra.state import RunContext, RunState
-from orchestra.trace.events import CallFinished, ErrorEvent, Event, RunFinished, RunStarted
+from orchestra.trace.events import (
+    INTERRUPTED,
+    CallFinished,
+    ErrorEvent,
+    Event,
+    RunFinished,
+    RunStarted,
+)
+from orchestra.trace.liveness import resume_command
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
 __all__ = ["Orchestra", "RunResult", "Emitter", "ChatSession"]
@@ -456,6 +464,9 @@ class Orchestra:
             calls=_requests(prior_calls),
             rounds=len(state_like.get("rounds") or []),
             elapsed_s=run_file.elapsed_s if run_file is not None else 0.0,
+            # A run interrupted after an overrun stays stopped: resume must not spend again.
+            overruns=[Overrun.from_dict(c["overrun"], c["call_id"])
+                      for c in prior_calls if c.get("overrun")],
         )
         start_seq = self.store.last_seq(rid) + 1 if self.store is not None else 0
         emitter = Emitter(rid, self.store, start_seq)
@@ -485,13 +496,22 @@ class Orchestra:
                 durability="sync" if run_file is not None else None)
         except BaseException as e:
             # Leave the trace and the spend recorded, then re-raise.
-            emitter.emit(ErrorEvent(run_id=rid, where="run", error_type=type(e).__name__,
-                                    message=str(e) or type(e).__name__, fatal=True))
+            if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
+                how = ("resume with: " + resume_command(rid) if run_file is not None
+                       else "not durable, so it cannot be resumed")
+                emitter.emit(ErrorEvent(run_id=rid, where="run", error_type=INTERRUPTED,
+                                        message=f"stopped before it finished ({how})",
+                                        fatal=True))
+            else:
+                emitter.emit(ErrorEvent(run_id=rid, where="run", error_type=type(e).__name__,
+                                        message=str(e) or type(e).__name__, fatal=True))
             raise
         finally:
             if run_file is not None:
                 await _quietly(run_file.save_elapsed(ledger.elapsed()))
         duration = time.perf_counter() - t0
+        if run_file is not None and final_state.get("final"):
+            run_file.finished_run()
         final = final_state.get("final") or {"answer": None, "stop_reason": "finished"}
         calls = final_state.get("calls") or []
         cost = sum(c["cost_usd"] for c in calls)

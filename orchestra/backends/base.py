@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from orchestra.spec import ModelSpec
 
-__all__ = ["CompletionRequest", "Completion", "Backend", "utf8_token_bound"]
+__all__ = ["CompletionRequest", "Completion", "Backend", "context_tokens", "utf8_token_bound"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,13 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Calls models. Implementations must be safe to call concurrently."""
+    """Calls models. Implementations must be safe to call concurrently.
+
+    A backend may also define ``prompt_tokens_estimate(model, messages) -> int``: its best
+    estimate of the prompt's tokens, used only to decide whether a prompt fits the model's
+    context window (:func:`context_tokens`); without it the bound is used for that too. The
+    bound stays what the budget reserves.
+    """
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Run one call; raise :class:`~orchestra.errors.BackendError` on failure."""
@@ -108,3 +114,18 @@ def utf8_token_bound(messages: list[dict[str, Any]]) -> int:
         if m.get("tool_calls"):
             n += len(str(m["tool_calls"]).encode("utf-8"))
     return n
+
+
+def context_tokens(backend: Backend, model: ModelSpec, messages: list[dict[str, Any]],
+                   bound: int) -> int:
+    """The prompt tokens to check against ``model``'s context window: the backend's estimate
+    when it has one (never above ``bound``), else ``bound``.
+
+    A byte bound over-counts English about 4×, so checking the window with it refused prompts
+    that fit (1,260 words on a 4,096-token model). An estimate that falls short costs nothing:
+    the provider refuses the over-long prompt before generating, unbilled.
+    """
+    estimate = getattr(backend, "prompt_tokens_estimate", None)  # optional, see Backend
+    if estimate is None:
+        return bound
+    return min(bound, int(estimate(model, messages)))

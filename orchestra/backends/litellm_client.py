@@ -18,9 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import math
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +79,25 @@ def _local_hooks() -> ProviderHooks:
 
 register_provider_hooks("local", _local_hooks)
 
+#: How long past its own timeout a litellm call may take before it is abandoned (a provider
+#: that ignores ``timeout`` must not hold a run past its seconds limit).
+_GRACE_S = 1.0
+
+#: Chat-template tokens per message (and once per prompt) in the context-window estimate.
+_TEMPLATE_TOKENS = 8
+
+
+@functools.cache
+def _cl100k() -> Any:
+    """litellm's bundled ``cl100k_base`` encoding (no download), or None if it cannot load."""
+    import_litellm()
+    try:
+        from litellm.litellm_core_utils.default_encoding import encoding
+    except Exception:  # noqa: BLE001 - the byte bound is then used instead
+        return None
+    return encoding
+
+
 _TRANSIENT_NAMES = (
     "RateLimitError", "APIConnectionError", "ServiceUnavailableError", "InternalServerError",
 )
@@ -123,6 +145,27 @@ class LiteLLMBackend:
             return hooks.prompt_tokens(model.id.split("/", 1)[1], messages)
         return utf8_token_bound(messages)
 
+    def prompt_tokens_estimate(self, model: ModelSpec, messages: list[dict[str, Any]]) -> int:
+        """Exact where the provider's hooks count tokens (local, replay); otherwise the
+        ``cl100k_base`` count (litellm bundles it: offline) plus 15% for other tokenizers and
+        the chat template's tokens. Used to check the context window, never to reserve."""
+        hooks = _hooks(model.provider)
+        if hooks is not None and hooks.prompt_tokens is not None:
+            return hooks.prompt_tokens(model.id.split("/", 1)[1], messages)
+        encoding = _cl100k()
+        if encoding is None:
+            return utf8_token_bound(messages)
+        n = 0
+        for m in messages:
+            content = m.get("content") or ""
+            if isinstance(content, list):  # multi-part content
+                content = " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p)
+                                   for p in content)
+            n += len(encoding.encode(str(content), disallowed_special=()))
+            if m.get("tool_calls"):
+                n += len(encoding.encode(str(m["tool_calls"]), disallowed_special=()))
+        return math.ceil(n * 1.15) + _TEMPLATE_TOKENS * (len(messages) + 1)
+
     def cost_bound(self, model: ModelSpec, messages: list[dict[str, Any]], max_tokens: int,
                    meta: dict[str, Any]) -> float | None:
         hooks = _hooks(model.provider)
@@ -154,20 +197,28 @@ class LiteLLMBackend:
             kwargs["api_key"] = os.environ.get(model.api_key_env)
         if request.meta and model.provider in _HOOK_LOADERS:
             kwargs["metadata"] = dict(request.meta)
+        # request.timeout_s bounds the whole call, retries and backoff included: it is what is
+        # left of the run's seconds limit (or the model's own timeout).
+        deadline = time.monotonic() + request.timeout_s
         attempt = 0
         while True:
             try:
-                resp = await litellm.acompletion(**kwargs)
+                kwargs["timeout"] = max(0.001, deadline - time.monotonic())
+                resp = await asyncio.wait_for(litellm.acompletion(**kwargs),
+                                              kwargs["timeout"] + _GRACE_S)
             except Exception as e:  # every provider error is wrapped exactly once, here
                 name = type(e).__name__
                 transient = name in _TRANSIENT_NAMES
-                if transient and attempt < self.max_retries:
-                    delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
+                delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
+                out_of_time = time.monotonic() + delay >= deadline
+                if transient and attempt < self.max_retries and not out_of_time:
                     attempt += 1
                     await asyncio.sleep(delay)
                     continue
                 timed_out = name in ("Timeout", "TimeoutError") or isinstance(e, asyncio.TimeoutError)
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else name
+                if transient and out_of_time and not timed_out:
+                    msg += f"; no time left to retry within {request.timeout_s:.3g} s"
                 raise BackendError(
                     f"{model.name} ({model.id}) failed: {name}: {msg[:300]}"
                     + (f" (after {attempt} retries)" if attempt else ""),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from orchestra.backends.base import CompletionRequest
+from orchestra.backends.base import CompletionRequest, context_tokens
 from orchestra.budget import CallCost, Reservation, max_output_that_fits
 from orchestra.policies.base import CallView, RoundView, RunView
 from orchestra.spec import ModelSpec
@@ -60,11 +60,15 @@ def plan_call(ctx: RunContext, model: ModelSpec, messages: list[dict[str, Any]],
     limit that leaves no room for it.
 
     ``max_tokens`` is shrunk to what the budget allows, but never below the context's
-    ``min_output_tokens`` (a call that cannot say anything useful is not sent).
+    ``min_output_tokens`` (a call that cannot say anything useful is not sent). Whether the
+    prompt fits the model's context window is judged on the backend's estimate of its tokens
+    (:func:`~orchestra.backends.base.context_tokens`); the reservation uses the bound.
     """
     prompt_tokens = ctx.backend.prompt_tokens_bound(model, messages)
     in_price, out_price = model.input_price or 0.0, model.output_price or 0.0
-    cap = min(want_max_tokens, model.max_output_tokens, model.context_window - prompt_tokens)
+    fits_context = model.context_window - context_tokens(ctx.backend, model, messages,
+                                                         prompt_tokens)
+    cap = min(want_max_tokens, model.max_output_tokens, fits_context)
     if cap <= 0:
         return "context"
     left = ctx.ledger.left()

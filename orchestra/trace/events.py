@@ -20,6 +20,7 @@ __all__ = [
     "Refined",
     "RunFinished",
     "ErrorEvent",
+    "INTERRUPTED",
     "Event",
     "EventKind",
     "event_to_dict",
@@ -155,9 +156,15 @@ class RunFinished(_Base):
     overruns: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: ``ErrorEvent.error_type`` of a run stopped from outside (Ctrl-C, a cancelled task): the run
+#: did not fail, and a durable one can be resumed.
+INTERRUPTED = "Interrupted"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ErrorEvent(_Base):
-    """Something failed; ``where`` names the step (policy, dispatch, refine, run)."""
+    """Something failed; ``where`` names the step (policy, dispatch, refine, run). A fatal one
+    with ``error_type`` :data:`INTERRUPTED` marks a run stopped from outside."""
 
     kind: Literal["error"] = "error"
     where: str

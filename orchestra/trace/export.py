@@ -18,12 +18,18 @@ Format (version 1), one object per line::
       "calls": [                           # every model call, in the order they finished
         {"round": 0, "agent": "…", "model": "…", "role": "route" | "refine" | "tool",
          "input_tokens": 12, "output_tokens": 30, "cost_usd": 0.0004, "latency_s": 0.8,
-         "output": "…", "error": null | "…"}
+         "output": "…", "error": null | "…",
+         "overrun": null | {"reserved_usd": …, "charged_usd": …, "excess_usd": …,
+                            "reserved_tokens": …, "charged_tokens": …, "excess_tokens": …,
+                            "reason": "…"}}   # charged above its reservation
       ],
-      "answer": "…" | null, "stop_reason": "answered" | "budget:usd" | …,
-      "cost_usd": 0.0012,
-      "score": 1.0 | 0.0 | null            # when a grade or a gold answer is known
+      "answer": "…" | null, "stop_reason": "answered" | "budget:usd" | "budget_overrun" | …,
+      "cost_usd": 0.0012,                  # every charge, overruns included
+      "score": 1.0 | 0.0 | null,           # when a grade or a gold answer is known
+      "overruns": [{"call_id": "…", "agent": "…", "model": "…", …}]   # the calls above
     }
+
+``overrun``/``overruns`` were added within version 1: files written before them still read.
 
 A call that started but never finished (the run was interrupted) is listed with zero tokens and
 cost and ``error`` saying so. A stored run that does not make a valid example (a negative cost
@@ -107,6 +113,9 @@ class ExampleCall(_Frozen):
     latency_s: float = Field(ge=0)
     output: str
     error: str | None = None
+    #: what the call was charged above its reservation (``reserved_usd``, ``charged_usd``,
+    #: ``excess_usd``, the same for tokens, and ``reason``), when a provider over-billed
+    overrun: dict[str, Any] | None = None
 
 
 class TraceExample(_Frozen):
@@ -124,6 +133,9 @@ class TraceExample(_Frozen):
     stop_reason: str | None
     cost_usd: float = Field(ge=0)
     score: float | None = None
+    #: the calls charged above their reservation (``call_id``, ``agent``, ``model`` and the
+    #: fields of :attr:`ExampleCall.overrun`); ``cost_usd`` includes the excess
+    overruns: list[dict[str, Any]] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- grading
@@ -176,8 +188,12 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
     decisions: list[ExampleDecision] = []
     calls: list[ExampleCall] = []
     started: dict[str, dict[str, Any]] = {}
+    if run.get("damaged"):
+        raise ValueError(f"the stored summary's {', '.join(run['damaged'])} is not JSON")
     for ev in events:
         kind = ev["kind"]
+        if kind == "damaged":
+            raise ValueError(ev.get("message") or "a stored event is damaged")
         if kind == "policy_decided":
             decisions.append(ExampleDecision(
                 round=ev["round"], action=ev["action"], reason=ev.get("reason") or "",
@@ -194,6 +210,7 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
                 role=ev.get("role") or "route", input_tokens=ev["input_tokens"],
                 output_tokens=ev["output_tokens"], cost_usd=ev["cost_usd"],
                 latency_s=ev["latency_s"], output=ev.get("output") or "", error=ev.get("error"),
+                overrun=ev.get("overrun"),
             ))
     for ev in started.values():
         calls.append(ExampleCall(
@@ -213,6 +230,7 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
         policy=run.get("policy") or "", status=run["status"], decisions=decisions, calls=calls,
         answer=run.get("answer"), stop_reason=run.get("stop_reason"),
         cost_usd=float(run.get("cost_usd") or 0.0), score=score,
+        overruns=list(run.get("overruns") or []),
     )
 
 

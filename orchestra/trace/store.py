@@ -9,8 +9,8 @@ Two tables (SQLite):
 ``runs``: one row per run, a summary kept current as events arrive
 (``run_id, started_at, finished_at, query, pool, policy, status, stop_reason, answer, cost_usd,
 input_tokens, output_tokens, calls, rounds, duration_s, budget, meta, overruns, writer``);
-``status`` is ``running`` until the run ends as ``ok``, ``budget`` (stopped by a limit) or
-``error``; ``overruns`` lists the calls charged above their reservation (see
+``status`` is ``running`` until the run ends as ``ok``, ``budget`` (stopped by a limit),
+``error`` or ``interrupted`` (Ctrl-C or a cancelled task; resumable when durable); ``overruns`` lists the calls charged above their reservation (see
 :attr:`~orchestra.runtime.RunResult.overruns`); ``writer`` identifies the process that wrote the
 last ``run_started`` (pid, host, start time: see :mod:`orchestra.trace._process`), so a reader
 can tell a run still going from one whose process was killed.
@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from orchestra.errors import UserError
 from orchestra.trace._process import writer_identity
-from orchestra.trace.events import Event, event_to_dict
+from orchestra.trace.events import INTERRUPTED, Event, event_to_dict
 
 __all__ = [
     "AggregateBy",
@@ -100,7 +100,12 @@ def _summary_update(run: dict[str, Any], ev: dict[str, Any]) -> None:
             duration_s=ev["duration_s"], overruns=ev.get("overruns", run.get("overruns") or []),
         )
     elif kind == "error" and ev.get("fatal"):
-        run.update(status="error", stop_reason=f"error: {ev['message']}"[:500], finished_at=ev["ts"])
+        if ev.get("error_type") == INTERRUPTED:
+            run.update(status="interrupted", stop_reason=f"interrupted: {ev['message']}"[:500],
+                       finished_at=ev["ts"])
+        else:
+            run.update(status="error", stop_reason=f"error: {ev['message']}"[:500],
+                       finished_at=ev["ts"])
 
 
 class TraceStore(ABC):
@@ -405,10 +410,16 @@ class SQLiteTraceStore(TraceStore):
     # ----------------------------------------------------------------- reading
     @staticmethod
     def _row(r: sqlite3.Row) -> dict[str, Any]:
+        """A run row as a dict. A JSON column that does not parse (a damaged file) becomes None
+        and is named in ``damaged``, so one bad row never hides the others."""
         d = dict(r)
         for k in _JSON_COLUMNS:
             if d.get(k):
-                d[k] = json.loads(d[k])
+                try:
+                    d[k] = json.loads(d[k])
+                except (ValueError, TypeError):
+                    d[k] = None
+                    d.setdefault("damaged", []).append(k)
         return d
 
     def _get_run_unlocked(self, run_id: str) -> dict[str, Any] | None:
@@ -429,10 +440,10 @@ class SQLiteTraceStore(TraceStore):
     def events(self, run_id: str, after_seq: int = -1) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+                "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
                 (run_id, after_seq),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [_event_of(run_id, int(r[0]), r[1]) for r in rows]
 
     def _where(self, search: str | None, status: str | None, policy: str | None,
                pool: str | None) -> tuple[str, list[Any]]:
@@ -515,6 +526,20 @@ class SQLiteTraceStore(TraceStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _event_of(run_id: str, seq: int, data: Any) -> dict[str, Any]:
+    """A stored event; one that does not parse as an event (a damaged file) is kept in the
+    sequence as ``kind: "damaged"`` with what could be read, instead of failing the read."""
+    try:
+        ev = json.loads(data)
+    except (ValueError, TypeError) as e:
+        return {"kind": "damaged", "run_id": run_id, "seq": seq, "ts": None,
+                "message": f"event {seq} of run {run_id!r} is not JSON ({e})"}
+    if not isinstance(ev, dict) or not isinstance(ev.get("kind"), str):
+        return {"kind": "damaged", "run_id": run_id, "seq": seq, "ts": None,
+                "message": f"event {seq} of run {run_id!r} is not an event object"}
+    return ev
 
 
 def open_store(path: str | Path | None | Literal[False], *, readonly: bool = False) -> TraceStore | None:

@@ -39,6 +39,12 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def run_with_a_finished_call(store: SQLiteTraceStore) -> str | None:
+    """The id of the first run whose trace has a ``call_finished``, if any."""
+    return next((r["run_id"] for r in store.list_runs()
+                 if any(e["kind"] == "call_finished" for e in store.events(r["run_id"]))), None)
+
+
 def test_six_cli_runs_at_once_on_one_data_dir_all_finish_with_whole_traces(tmp_path: Path) -> None:
     db = tmp_path / "traces.sqlite"
     with FakeOpenAIServer(latency_s=0.01) as server:
@@ -73,10 +79,7 @@ def test_sigkill_after_call_finished_then_resume_keeps_terms_and_pays_nothing_tw
                      "--db", str(db)], home)
         try:
             # a answers, b is held: kill the run the moment a's call_finished is stored.
-            run_id = wait_for(lambda: next((r["run_id"] for r in store.list_runs()
-                                            if any(e["kind"] == "call_finished"
-                                                   for e in store.events(r["run_id"]))), None),
-                              120, "a's call_finished")
+            run_id = wait_for(lambda: run_with_a_finished_call(store), 120, "a's call_finished")
             first.send_signal(signal.SIGKILL)
             first.communicate(timeout=30)
             assert store.get_run(run_id)["status"] == "running"  # type: ignore[index]
@@ -106,3 +109,48 @@ def test_sigkill_after_call_finished_then_resume_keeps_terms_and_pays_nothing_tw
     assert len(server.requests_to("a")) == sum(e["model"] == "a" for e in finished)
     assert len(server.requests) == 5 + 1
     assert store.get_run(run_id)["status"] in ("ok", "budget")  # type: ignore[index]
+
+
+def test_ctrl_c_is_stored_as_interrupted_and_resume_takes_new_limits(tmp_path: Path) -> None:
+    db, home = tmp_path / "traces.sqlite", tmp_path / "home"
+    store = SQLiteTraceStore(db)
+    with FakeOpenAIServer(hold=["b"]) as server:
+        pool = tmp_path / "fake.yaml"
+        pool.write_text(server.pool_yaml(["a", "b"]))
+        first = cli(["run", "q", "--pool", str(pool), "--param", "k=2", "--param", "layers=3",
+                     "--db", str(db)], home)
+        try:
+            run_id = wait_for(lambda: run_with_a_finished_call(store), 120, "a's call_finished")
+            first.send_signal(signal.SIGINT)
+            _, errs = first.communicate(timeout=60)
+        finally:
+            server.release()
+        assert first.returncode == 130, errs[-2000:]
+        assert f"resume with `orchestra resume {run_id}`" in errs
+        row = store.get_run(run_id)
+        assert row is not None and row["status"] == "interrupted", row
+        assert f"orchestra resume {run_id}" in row["stop_reason"]
+        listed = subprocess.run([sys.executable, "-m", "orchestra.cli", "traces", "list",
+                                 "--status", "interrupted", "--json", "--db", str(db)],
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "ORCHESTRA_HOME": str(home)})
+        assert listed.returncode == 0, listed.stderr
+        [shown] = json.loads(listed.stdout)
+        assert shown["run_id"] == run_id and shown["resume"] == f"orchestra resume {run_id}"
+
+        # New limits for the whole run: 3 calls in all, the one already made included.
+        resumer = cli(["resume", run_id, "--max-calls", "3", "--json", "--db", str(db)], home)
+        out, errs = resumer.communicate(timeout=300)
+    assert resumer.returncode == 0, errs[-2000:]
+    result = json.loads(out)
+    assert result["calls"] == 3 and result["stop_reason"].startswith("budget")
+    started = [e for e in store.events(run_id) if e["kind"] == "run_started"]
+    assert started[1]["budget"]["calls"] == 3 and started[0]["budget"].get("calls") is None
+    assert store.get_run(run_id)["status"] == "budget"  # type: ignore[index]
+    # Finished: its checkpoint is gone; resuming again says so.
+    assert not list(home.rglob("*.sqlite-wal")) and not [
+        p for p in home.rglob("*.sqlite") if p.stem == run_id]
+    again = subprocess.run([sys.executable, "-m", "orchestra.cli", "resume", run_id, "--db",
+                            str(db)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "ORCHESTRA_HOME": str(home)})
+    assert again.returncode == 2 and "already finished" in again.stderr

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from orchestra import Budget, Orchestra, UserError
-from orchestra.backends.base import CompletionRequest
-from orchestra.durable import RunBusyError, run_key
+from orchestra.backends.base import Completion, CompletionRequest
+from orchestra.durable import RunBusyError, finished_mark, run_key
 from orchestra.spec import Pool
 from orchestra.testing import FunctionBackend, make_pool
 from orchestra.trace.events import Event
@@ -172,6 +172,9 @@ def test_a_run_id_cannot_be_started_twice(tmp_path: Path) -> None:
     o = Orchestra(two_models(), backend=FunctionBackend(answer), store=False,
                   durable=tmp_path / "ckpt")
     o.run("q", run_id="same")
+    # A finished run keeps no checkpoint, only the mark in its lock file.
+    assert not list((tmp_path / "ckpt").glob("*.sqlite*"))
+    assert finished_mark(tmp_path / "ckpt" / "same.lock") is not None
     with pytest.raises(UserError, match="was used before"):
         o.run("q", run_id="same")
     with pytest.raises(UserError, match="already finished"):
@@ -245,4 +248,61 @@ def test_a_run_checkpointed_in_the_single_shared_file_of_earlier_versions_resume
     r = Orchestra(two_models(), policy="ensemble", policy_params={"k": 2, "layers": 2},
                   backend=healthy, store=store, durable=True).resume("legacy")
     assert r.stop_reason == "answered" and r.calls == 4 and len(healthy.calls) <= 2
-    assert (tmp_path / "checkpoints" / "legacy.sqlite").is_file()
+    # Migrated to its own file, which the finished run then leaves behind as a mark only.
+    assert finished_mark(tmp_path / "checkpoints" / "legacy.lock") is not None
+    assert not (tmp_path / "checkpoints" / "legacy.sqlite").exists()
+
+
+def test_a_cancelled_run_is_stored_as_interrupted_and_resumes(tmp_path: Path) -> None:
+    from orchestra.trace.liveness import as_shown
+
+    store = SQLiteTraceStore(tmp_path / "t.sqlite")
+    o = Orchestra(two_models(), policy="ensemble", policy_params={"k": 2, "layers": 2},
+                  backend=FunctionBackend(answer, latency_s=slow_b), store=store,
+                  durable=tmp_path / "ckpt")
+
+    async def cancel_after_first_call() -> None:
+        box: dict[str, asyncio.Task[Any]] = {}
+
+        def listener(ev: Event) -> None:
+            if ev.kind == "call_finished":
+                box["task"].cancel()  # what Ctrl-C does to asyncio.run's main task
+
+        box["task"] = asyncio.ensure_future(o.arun("q", run_id="c1", on_event=listener))
+        await box["task"]
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(cancel_after_first_call())
+    row = store.get_run("c1")
+    assert row is not None and row["status"] == "interrupted"
+    assert "resume with: orchestra resume c1" in row["stop_reason"]
+    assert as_shown(store, row)["resume"] == "orchestra resume c1"
+    assert (tmp_path / "ckpt" / "c1.sqlite").is_file()  # kept: the run can go on
+    healthy = FunctionBackend(answer)
+    r = Orchestra(two_models(), backend=healthy, store=store,
+                  durable=tmp_path / "ckpt").resume("c1")
+    assert r.stop_reason == "answered" and r.calls == 4 and len(healthy.calls) == 3
+    assert store.get_run("c1")["status"] == "ok"  # type: ignore[index]
+
+
+def test_an_overrun_before_the_kill_still_stops_the_resumed_run(tmp_path: Path) -> None:
+    """The overrun is in the journal only (killed right after it): resume must not spend."""
+    store = SQLiteTraceStore(tmp_path / "t.sqlite")
+
+    def overbilling(req: CompletionRequest) -> Completion | str:
+        if req.model.name == "a":  # ignores max_tokens: billed 50x what was reserved
+            return Completion(text="a says", input_tokens=5, output_tokens=req.max_tokens * 50,
+                              finish_reason="length")
+        return answer(req)
+
+    with pytest.raises(ProcessKilled):
+        Orchestra(two_models(), policy="ensemble", policy_params={"k": 2, "layers": 2},
+                  backend=FunctionBackend(overbilling, latency_s=slow_b), store=store,
+                  durable=tmp_path / "ckpt").run("q", run_id="o1", on_event=kill_at(1))
+    [a_done] = [e for e in store.events("o1") if e["kind"] == "call_finished"]
+    assert a_done["model"] == "a" and a_done["overrun"]["excess_usd"] > 0
+    healthy = FunctionBackend(answer)
+    r = Orchestra(two_models(), backend=healthy, store=store,
+                  durable=tmp_path / "ckpt").resume("o1")
+    assert r.stop_reason == "budget_overrun" and healthy.calls == []
+    assert [o["call_id"] for o in r.overruns] == [a_done["call_id"]]

@@ -292,15 +292,26 @@ def test_traces_export_to_a_directory_and_damaged_stores(tmp_path: Path, home: P
                               home=home))
     assert "is a directory" in line and "runs.jsonl" in line
 
-    # A row that is not JSON, in the middle of a store.
+    # Rows that are not JSON, in the middle of a store: shown as damaged, the others still read.
     con = sqlite3.connect(db)
     con.execute("INSERT INTO runs (run_id, started_at, query, status) VALUES ('r1', 1, 'q', 'ok')")
+    con.execute("INSERT INTO runs (run_id, started_at, query, status, budget) "
+                "VALUES ('r2', 2, 'q2', 'ok', '{broken')")
+    con.execute("INSERT INTO runs (run_id, started_at, query, status) VALUES ('r3', 3, 'q3', 'ok')")
     con.execute("INSERT INTO events (run_id, seq, ts, kind, data) "
                 "VALUES ('r1', 0, 1, 'run_started', '{not json')")
+    con.execute("INSERT INTO events (run_id, seq, ts, kind, data) "
+                "VALUES ('r1', 1, 2, 'refined', '[1, 2]')")
     con.commit()
     con.close()
-    line = one_error_line(cli("traces", "show", "r1", "--db", str(db), home=home))
-    assert "t.sqlite" in line and "damaged" in line and "move the file aside" in line
+    p = cli("traces", "list", "--json", "--db", str(db), home=home)
+    assert p.returncode == 0, p.stderr
+    rows = {r["run_id"]: r for r in json.loads(p.stdout)}
+    assert set(rows) == {"r1", "r2", "r3"} and rows["r2"]["damaged"] == ["budget"]
+    p = cli("traces", "show", "r1", "--db", str(db), home=home)
+    assert p.returncode == 0, p.stderr
+    assert "event 0 of run 'r1' is not JSON" in p.stdout
+    assert "event 1 of run 'r1' is not an event object" in p.stdout
 
     (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
     one_error_line(cli("traces", "list", "--db", str(tmp_path / "junk.sqlite"), home=home))

@@ -243,3 +243,50 @@ def test_a_stored_bad_run_is_skipped_not_fatal(store: TraceStore, tmp_path: Path
         captured = capsys.readouterr()
         assert "exported 5 runs" in captured.out and "1 skipped" in captured.out
         assert "skipped run bad: " in captured.err
+
+
+def test_overruns_are_exported_with_the_call_and_the_run(store: TraceStore, tmp_path: Path) -> None:
+    over = {"reserved_usd": 0.01, "charged_usd": 0.03, "excess_usd": 0.02, "reserved_tokens": 76,
+            "charged_tokens": 212, "excess_tokens": 136, "reason": "the provider ignored max_tokens"}
+    t = T0 + 7
+    store.append(RunStarted(run_id="ov", seq=0, ts=t, query="Verbose", pool="demo",
+                            policy="single", budget={"usd": 0.02}))
+    store.append(CallFinished(run_id="ov", seq=1, ts=t + 0.5, round=0, call_id="c0",
+                              agent="assistant", model="small", model_id="test/small",
+                              output="long…", input_tokens=12, output_tokens=200, cost_usd=0.03,
+                              latency_s=0.3, overrun=over))
+    store.append(RunFinished(run_id="ov", seq=2, ts=t + 0.8, answer="long…",
+                             stop_reason="budget_overrun", status="budget", cost_usd=0.03,
+                             input_tokens=12, output_tokens=200, calls=1, rounds=1, duration_s=0.8,
+                             overruns=[{"call_id": "c0", "agent": "assistant", "model": "small",
+                                        **over}]))
+    out = tmp_path / "e.jsonl"
+    export_runs(store, out, search="Verbose")
+    [ex] = list(read_examples(out))
+    assert ex.stop_reason == "budget_overrun" and ex.cost_usd == 0.03
+    assert ex.calls[0].overrun == over
+    assert ex.overruns == [{"call_id": "c0", "agent": "assistant", "model": "small", **over}]
+    # Examples written before the fields existed still read.
+    old = json.loads(out.read_text())
+    for c in old["calls"]:
+        c.pop("overrun")
+    old.pop("overruns")
+    out.write_text(json.dumps(old) + "\n")
+    assert [e.overruns for e in read_examples(out)] == [[]]
+
+
+def test_a_run_with_a_damaged_stored_event_is_skipped(tmp_path: Path) -> None:
+    import sqlite3
+
+    s = SQLiteTraceStore(tmp_path / "t.sqlite")
+    add_run(s, "good", query="Fine", answer="yes", t=T0)
+    add_run(s, "hurt", query="Hurt", answer="yes", t=T0 + 1)
+    con = sqlite3.connect(tmp_path / "t.sqlite")
+    con.execute("UPDATE events SET data = '{cut' WHERE run_id = 'hurt' AND seq = 1")
+    con.commit()
+    con.close()
+    skipped: list[tuple[str, str]] = []
+    assert export_runs(s, tmp_path / "e.jsonl",
+                       on_skip=lambda rid, why: skipped.append((rid, why))) == 1
+    assert skipped == [("hurt", "ValueError: event 1 of run 'hurt' is not JSON (Expecting "
+                                "property name enclosed in double quotes: line 1 column 2 (char 1))")]

@@ -198,6 +198,22 @@ def test_transient_errors_are_retried_and_not_charged(plans: list[faulty.FaultPl
     assert "RateLimitError" in (call.error or "") and call.cost_usd == 0 and plan.bills == []
 
 
+def test_retries_and_their_backoff_stay_within_the_seconds_limit(
+        plans: list[faulty.FaultPlan]) -> None:
+    """A provider that answers 429 to everything: the backoff (0.4 s, 0.8 s, 1.6 s, ...) used to
+    run past ``--timeout`` (4.6 s for a 3 s limit); now the retries stop when no time is left."""
+    pool = _pool(1)
+    plan = _plan(plans, weights={"rate_limit": 1.0})
+    orch = Orchestra(pool, policy=_single(), budget=Budget(usd=1.0, seconds=1.0),
+                     backend=LiteLLMBackend(max_retries=6, backoff_s=0.4), store=False)
+    r = orch.run(QUERY, meta={"fault_plan": plan.id})
+    (call,) = _finished(r)
+    assert "no time left to retry within" in (call.error or "") and call.cost_usd == 0
+    # Backoffs of 0.2-0.6 s, then 0.4-1.2 s, ... leave room for at most 4 requests in 1 s;
+    # retrying regardless of the limit makes all 7 (and takes ~25 s).
+    assert 1 <= len(plan.faults) <= 4
+
+
 def test_a_timeout_is_charged_the_whole_reservation(plans: list[faulty.FaultPlan]) -> None:
     pool = _pool()
     plan = _plan(plans, "timeout")

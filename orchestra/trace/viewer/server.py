@@ -98,7 +98,6 @@ import queue
 import re
 import secrets
 import selectors
-import shlex
 import socket
 import sqlite3
 import threading
@@ -111,7 +110,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestra.errors import UserError
-from orchestra.trace._process import writer_gone
+from orchestra.trace.liveness import STALE_AFTER_S, as_shown
 from orchestra.trace.events import event_from_dict
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
@@ -214,7 +213,7 @@ class ViewerLimits:
     idle_timeout_s: float = 30.0
     stream_max_s: float = 1800.0
     heartbeat_s: float = 15.0
-    stale_after_s: float = 3600.0
+    stale_after_s: float = STALE_AFTER_S
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -223,14 +222,6 @@ class ViewerLimits:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise UserError(f"{name} must be a positive number of seconds (got {value!r})")
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class ViewerAPI:
@@ -248,40 +239,8 @@ class ViewerAPI:
 
     # ------------------------------------------------------------------ running or interrupted
     def shown(self, run: dict[str, Any]) -> dict[str, Any]:
-        """The run as the viewer shows it: a ``running`` run whose process is gone becomes
-        ``interrupted``, with ``stop_reason`` (why) and ``resume`` (the command to continue it).
-        """
-        for _ in range(3):  # a resume may take the run over meanwhile: look again
-            if run.get("status") != "running":
-                return run
-            writer = run.get("writer") if isinstance(run.get("writer"), dict) else None
-            why = self._gone(run, writer)
-            if why is None:
-                return run
-            # Read the row again: the process may have recorded the end just before it exited.
-            fresh = self.store.get_run(run["run_id"])
-            if fresh is None or fresh.get("status") != "running":
-                return fresh or run
-            if fresh.get("writer") == run.get("writer"):
-                rid = fresh["run_id"]
-                return {**fresh, "status": "interrupted", "stop_reason": f"interrupted: {why}",
-                        "resume": f"orchestra resume {shlex.quote(rid)}"}
-            run = fresh
-        return run
-
-    def _gone(self, run: dict[str, Any], writer: dict[str, Any] | None) -> str | None:
-        """Why the run's process is known to be gone, or None when it is not."""
-        who = (f"process {writer.get('pid')} on {writer.get('host')!r}" if writer
-               else "its process")
-        gone = writer_gone(writer)
-        if gone is not None:
-            return f"{who} is gone (killed or crashed)" if gone else None
-        last = self.store.events(run["run_id"], after_seq=self.store.last_seq(run["run_id"]) - 1)
-        ts = last[-1]["ts"] if last else run.get("started_at")
-        silent = time.time() - float(ts or 0.0)
-        if silent < self.stale_after_s:
-            return None
-        return f"no event for {_ago(silent)} and {who} cannot be checked from this machine"
+        """The run as the viewer shows it (:func:`~orchestra.trace.liveness.as_shown`)."""
+        return as_shown(self.store, run, stale_after_s=self.stale_after_s)
 
     def _live_runs(self, filters: dict[str, str | None], sort: str = "started_at",
                    descending: bool = True) -> list[dict[str, Any]]:
