@@ -61,7 +61,8 @@ typecheck: setup
 	$(PY) -m mypy
 
 lint: setup
-	$(PY) -m ruff check orchestra tests
+	$(PY) -m ruff check orchestra tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) benchmarks/runtime_overhead.py

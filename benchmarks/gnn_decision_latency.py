@@ -90,10 +90,9 @@ def main() -> None:
     from orchestra.policies.base import RunView
     from orchestra.policies.gnn.graph import KNOWN_CONTEXT_WINDOWS
     from orchestra.policies.gnn.policy import GNNPolicy
+    from orchestra.policies.learned.features import tail_text
+    from orchestra.policies.learned.locations import resolve_artifact
     from orchestra.spec import AgentSpec, ModelSpec, Pool
-    from orchestra.training.routers import tail_text
-
-    from orchestra.training.routers import resolve_artifact
 
     args.gnn = str(resolve_artifact(args.gnn, "gnn"))
     args.knn = str(resolve_artifact(args.knn, "knn")) if args.knn else None

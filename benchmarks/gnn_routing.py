@@ -79,7 +79,7 @@ def run(cmd: list[str], con: Console) -> float:
 def ensure_artifacts(data: str, left_out: str, retrain: bool, con: Console) -> dict[str, Any]:
     """Train what is missing; the artifact paths and training times."""
     from orchestra.outcomes import load_outcomes
-    from orchestra.training.routers import artifacts_home
+    from orchestra.policies.learned.locations import artifacts_home
 
     home = artifacts_home()
     arts = {
@@ -144,7 +144,7 @@ def summarise(report: Any, left_out: str, labels: dict[str, str]) -> dict[str, A
 
 def _default_lam(result: Any) -> float | None:
     try:
-        from orchestra.training.routers import resolve_artifact
+        from orchestra.policies.learned.locations import resolve_artifact
 
         spec = result.spec
         path = dict(kv.split("=", 1) for kv in spec.split(",")[1:] if "=" in kv).get("path")
@@ -167,7 +167,7 @@ def offline_predictions(kind: str, path: str, table: Any) -> tuple[Any, Any, lis
         s, c = sc.predict(texts, tasks)
         names, lams, scale = [m for _, m in sc.candidates], sc.default_lambdas(), sc.cost_scale
     else:
-        from orchestra.training.routers import load_router
+        from orchestra.policies.learned.artifact import load_router
 
         r = load_router(path)
         pr = r.predict(texts, tasks)
@@ -180,10 +180,10 @@ def offline_predictions(kind: str, path: str, table: Any) -> tuple[Any, Any, lis
 def chosen_outcomes(ps: Any, pc: Any, lams: list[float], scale: float, table: Any
                     ) -> tuple[Any, Any]:
     """``(L, n)`` recorded score and cost of the model chosen per λ and query, by the chooser
-    the policies use (:func:`orchestra.training.routers.choose_models`, no budget)."""
+    the policies use (:func:`orchestra.policies.learned.chooser.choose_models`, no budget)."""
     import numpy as np
 
-    from orchestra.training.routers import choose_models
+    from orchestra.policies.learned.chooser import choose_models
 
     s_true = np.nan_to_num(table.score_matrix(), nan=0.0)
     c_true = np.nan_to_num(table.cost_matrix(), nan=0.0)

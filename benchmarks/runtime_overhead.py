@@ -295,8 +295,8 @@ async def measure_fanout(ks: list[int], repeats: int, seed: int, lat_range: tupl
 # ---------------------------------------------------------------------------------- profile
 _BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
     ("orchestra.nodes (route, dispatch, refine, common)", lambda f: "/orchestra/nodes/" in f),
-    ("orchestra.trace (events, store)", lambda f: "/orchestra/trace/" in f),
-    ("orchestra.runtime (Emitter, _invoke)", lambda f: f.endswith("/orchestra/runtime.py")),
+    ("orchestra.trace (events, store, emitter)", lambda f: "/orchestra/trace/" in f),
+    ("orchestra.runtime (_invoke)", lambda f: f.endswith("/orchestra/runtime.py")),
     ("orchestra (budget, policies, prompts, testing)",
      lambda f: "/orchestra/" in f and "site-packages" not in f),
     ("langgraph (pregel loop, channels, Send)", lambda f: "/langgraph/" in f),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from orchestra import AgentSpec, Budget, ModelSpec, Orchestra, Pool, RefinerSpec, UserError
+from orchestra.backends.priced import priced_pool
 
 # Models are litellm ids. Leaving input_price/output_price unset takes them from litellm's
 # cost map (bundled with litellm, read offline); set them to override, e.g. for a discount.
@@ -50,7 +51,7 @@ def main() -> int:
     # priced() fills the prices from litellm's cost map (a UserError if litellm does not know
     # a model and you gave no price). USD per 1M tokens:
     print(f"pool {POOL.name!r}, prices from litellm's cost map (USD per 1M tokens):")
-    for m in POOL.priced().models:
+    for m in priced_pool(POOL).models:
         print(f"  {m.name:<14} {m.id:<30} input ${m.input_price:>6.2f}   "
               f"output ${m.output_price:>6.2f}")
 

@@ -45,7 +45,7 @@ _LAZY = {
     "Policy": "orchestra.policies.base", "RunView": "orchestra.policies.base",
     "Call": "orchestra.policies.base", "Route": "orchestra.policies.base",
     "Think": "orchestra.policies.base", "Answer": "orchestra.policies.base",
-    "register_policy": "orchestra.policies.base", "resolve_policy": "orchestra.policies.base",
+    "register_policy": "orchestra.policies.registry", "resolve_policy": "orchestra.policies.resolve",
 }
 
 

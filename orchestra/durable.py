@@ -464,7 +464,7 @@ def resumed_terms(stored: dict[str, Any] | None, own: RunTerms, *, run_id: str,
             or policy cannot be rebuilt (a tool callable or a policy object with no import path)
             and the Orchestra does not provide the same one.
     """
-    from orchestra.policies.base import resolve_policy
+    from orchestra.policies.resolve import resolve_policy
     from orchestra.spec import Budget, Pool
 
     if stored is None:  # a run checkpointed before terms were stored

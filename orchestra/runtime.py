@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from orchestra.backends.base import Backend
+from orchestra.backends.priced import priced_pool
 from orchestra.budget import Ledger, Overrun
 from orchestra.durable import RunFile, RunTerms, policy_name, resumed_terms
 from orchestra.errors import UserError
-from orchestra.policies.base import Policy, resolve_policy
+from orchestra.policies.base import Policy
+from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import Budget, Pool
 from orchestra.state import RunContext, RunState
 from orchestra.trace.events import (
@@ -40,34 +42,13 @@ from orchestra.trace.events import (
     RunFinished,
     RunStarted,
 )
+from orchestra.trace.emitter import Emitter
 from orchestra.trace.liveness import resume_command
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
-__all__ = ["Orchestra", "RunResult", "Emitter", "ChatSession"]
+__all__ = ["Orchestra", "RunResult", "ChatSession"]
 
 T = TypeVar("T")
-
-
-class Emitter:
-    """Numbers events, stores them, and hands them to listeners (CLI, ``astream``)."""
-
-    def __init__(self, run_id: str, store: TraceStore | None, start_seq: int = 0) -> None:
-        self.run_id = run_id
-        self.store = store
-        self._seq = start_seq
-        self._lock = threading.Lock()
-        self.listeners: list[Callable[[Event], None]] = []
-
-    def emit(self, event: Event) -> Event:
-        with self._lock:
-            # Events are frozen; numbering in place is cheaper than dataclasses.replace.
-            object.__setattr__(event, "seq", self._seq)
-            self._seq += 1
-            if self.store is not None:
-                self.store.append(event)
-        for listener in list(self.listeners):
-            listener(event)
-        return event
 
 
 @dataclass(frozen=True)
@@ -253,7 +234,7 @@ class Orchestra:
         max_think_steps: int = 8,
         check_keys: bool = True,
     ) -> None:
-        self.pool = (pool if isinstance(pool, Pool) else Pool.load(pool)).priced()
+        self.pool = priced_pool(pool if isinstance(pool, Pool) else Pool.load(pool))
         self.budget = _apply_budget(self.pool.budget, budget)
         self.policy = resolve_policy(policy, self.pool, policy_params)
         # As given, for the terms stored with a durable run and for what resume may override.

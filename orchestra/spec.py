@@ -125,7 +125,8 @@ class ModelSpec(_Strict):
     Args:
         name: the short name used in the pool, in policies and traces (defaults to ``id``).
         id: the litellm model id, e.g. ``openai/gpt-4o-mini`` or ``local/smollm2-135m-instruct``.
-        input_price: USD per 1M input tokens. ``None`` takes litellm's cost map.
+        input_price: USD per 1M input tokens. ``None`` takes litellm's cost map (filled in when
+            the pool is run: :func:`orchestra.backends.priced.priced_pool`).
         output_price: USD per 1M output tokens. ``None`` takes litellm's cost map.
         context_window: prompt + output tokens the model accepts.
         max_output_tokens: the most tokens one call may generate (also what the budget reserves).
@@ -171,35 +172,6 @@ class ModelSpec(_Strict):
     def provider(self) -> str:
         """The litellm provider prefix (``openai`` for ``openai/gpt-4o``), or ``""``."""
         return self.id.split("/", 1)[0] if "/" in self.id else ""
-
-    def priced(self) -> ModelSpec:
-        """Return this spec with prices filled from litellm's cost map where they are unset.
-
-        Raises:
-            UserError: when the price is unset and litellm does not know the model.
-        """
-        if self.input_price is not None and self.output_price is not None:
-            return self
-        from orchestra.backends.pricing import litellm_prices
-
-        known = litellm_prices(self.id)
-        if known is None and self.provider == "local":
-            # Embedded models have documented nominal prices (orchestra.backends.local).
-            from orchestra.backends.local import get_local_model
-
-            info = get_local_model(self.id)
-            known = (info.input_price, info.output_price)
-        if known is None:
-            raise UserError(
-                f"model {self.name!r} ({self.id!r}) has no price: litellm's cost map does not "
-                "know it. Set input_price and output_price (USD per 1M tokens) in the pool."
-            )
-        return self.model_copy(
-            update={
-                "input_price": self.input_price if self.input_price is not None else known[0],
-                "output_price": self.output_price if self.output_price is not None else known[1],
-            }
-        )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for a call with these token counts (prices must be set)."""
@@ -623,10 +595,6 @@ class Pool(_Strict):
         return self.agents_with_role("refine")[0]
 
     # ----------------------------------------------------------------------------- checks
-    def priced(self) -> Pool:
-        """This pool with every model's prices filled in (see :meth:`ModelSpec.priced`)."""
-        return self.model_copy(update={"models": tuple(m.priced() for m in self.models)})
-
     def check_keys(self, models: list[str] | None = None) -> None:
         """Raise a UserError when a hosted model's API key is missing.
 
@@ -692,14 +660,6 @@ class Pool(_Strict):
                 "(or give a path to a YAML file)"
             )
         return cls.from_yaml(found)
-
-    @classmethod
-    def from_outcomes(cls, table: Any, **kwargs: Any) -> Pool:
-        """A pool whose models replay an :class:`~orchestra.outcomes.OutcomeTable`'s recorded
-        outcomes; see :func:`orchestra.backends.replay.pool_from_outcomes` for the options."""
-        from orchestra.backends.replay import pool_from_outcomes
-
-        return pool_from_outcomes(table, **kwargs)
 
     def to_yaml(self) -> str:
         """The pool as YAML (tool callables given as import paths only)."""

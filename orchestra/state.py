@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from orchestra.budget import Ledger
     from orchestra.durable import RunFile
     from orchestra.policies.base import Policy
-    from orchestra.runtime import Emitter
+    from orchestra.trace.emitter import Emitter
     from orchestra.spec import Pool
 
 __all__ = ["RunState", "RunContext", "DispatchInput"]

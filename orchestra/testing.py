@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.backends.base import Completion, CompletionRequest
+from orchestra.backends.words import count_tokens, prompt_tokens
 from orchestra.errors import BackendError
 from orchestra.spec import AgentSpec, Budget, ModelSpec, Pool, RefinerSpec
 
@@ -28,16 +29,6 @@ __all__ = [
     "make_pool",
     "last_user_message",
 ]
-
-
-def count_tokens(text: str) -> int:
-    """The test tokenizer: whitespace-separated words (at least one per non-empty text)."""
-    return len(text.split())
-
-
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """The test tokenizer's count of a prompt: each message's words plus one."""
-    return sum(count_tokens(str(m.get("content") or "")) + 1 for m in messages)
 
 
 _prompt_tokens = prompt_tokens

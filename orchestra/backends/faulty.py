@@ -46,7 +46,7 @@ from orchestra.backends.pricing import (
     register_custom_provider,
     reply_provider_class,
 )
-from orchestra.testing import count_tokens, prompt_tokens
+from orchestra.backends.words import count_tokens, prompt_tokens
 
 if TYPE_CHECKING:
     from orchestra.spec import ModelSpec

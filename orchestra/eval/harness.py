@@ -531,7 +531,7 @@ def _pool_for(data: EvalData, models: Sequence[str] | None, budget: Budget | Non
 
 
 def _resolve(spec: PolicySpec, pool: Pool, extra: Mapping[str, Any] | None = None) -> Policy:
-    from orchestra.policies.base import resolve_policy
+    from orchestra.policies.resolve import resolve_policy
 
     return resolve_policy(spec.name, pool, {**spec.params, **(extra or {})})
 

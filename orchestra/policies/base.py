@@ -6,21 +6,16 @@ A policy's :meth:`Policy.decide` receives a :class:`RunView` and returns
 - :class:`Route` — one or several :class:`Call` (agent × model × prompt), run in parallel;
 - :class:`Answer` — finish, with the given text or the best answer so far.
 
-Policies register by name with :func:`register_policy`; :func:`resolve_policy` turns a name
-(``"cheapest"``, ``"single:gpt-4o"``), a recipe file (``policies/x.yaml``) or an instance into a
-policy.
+Policies register by name with :func:`~orchestra.policies.registry.register_policy`;
+:func:`~orchestra.policies.resolve.resolve_policy` turns a name (``"cheapest"``,
+``"single:gpt-4o"``), a recipe file (``policies/x.yaml``) or an instance into a policy.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
-
-from orchestra.errors import UserError
 
 if TYPE_CHECKING:
     from orchestra.budget import BudgetLeft
@@ -36,9 +31,6 @@ __all__ = [
     "RoundView",
     "RunView",
     "Policy",
-    "register_policy",
-    "resolve_policy",
-    "policy_names",
 ]
 
 
@@ -169,153 +161,3 @@ class Policy(Protocol):
     def decide(self, view: RunView) -> Action:
         """Return the next action for this view."""
         ...
-
-
-# ---------------------------------------------------------------------------- registry
-PolicyFactory: TypeAlias = Callable[..., Policy]
-_REGISTRY: dict[str, PolicyFactory] = {}
-_DOCS: dict[str, str] = {}
-
-
-def register_policy(name: str, factory: PolicyFactory | None = None, *, doc: str = "") -> Any:
-    """Register a policy factory under ``name`` (usable as a decorator).
-
-    The factory is called as ``factory(pool, arg=<text after ':'>, **params)``; it may omit the
-    ``arg`` / ``pool`` parameters it does not need.
-    """
-
-    def deco(f: PolicyFactory) -> PolicyFactory:
-        _REGISTRY[name] = f
-        _DOCS[name] = doc or (inspect.getdoc(f) or "").split("\n")[0]
-        return f
-
-    return deco(factory) if factory is not None else deco
-
-
-def policy_names() -> dict[str, str]:
-    """Registered policy names with a one-line description."""
-    _load_builtin()
-    return dict(sorted(_DOCS.items()))
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers their policies.
-    import orchestra.policies.baselines  # noqa: F401
-
-    try:
-        import orchestra.policies.learned  # noqa: F401
-    except ImportError:
-        pass
-    # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).
-    import orchestra.policies.gnn  # noqa: F401
-
-
-def _call_factory(factory: PolicyFactory, name: str, pool: Pool, arg: str | None,
-                  params: Mapping[str, Any]) -> Policy:
-    sig = inspect.signature(factory)
-    kwargs: dict[str, Any] = dict(params)
-    accepts_var = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    if "pool" in sig.parameters:
-        kwargs["pool"] = pool
-    if arg is not None:
-        if "arg" not in sig.parameters:
-            raise UserError(f"policy {name!r} takes no argument (got {name}:{arg})")
-        kwargs["arg"] = arg
-    elif "arg" in sig.parameters and sig.parameters["arg"].default is inspect.Parameter.empty:
-        raise UserError(f"policy {name!r} needs an argument, e.g. '{name}:<value>'")
-    if not accepts_var:
-        unknown = sorted(k for k in kwargs if k not in sig.parameters)
-        if unknown:
-            allowed = sorted(k for k in sig.parameters if k not in ("pool", "arg"))
-            raise UserError(f"policy {name!r} got unknown parameter(s) {unknown}; allowed: {allowed}")
-    for key, value in params.items():
-        if key in sig.parameters and key not in ("pool", "arg"):
-            _check_param(name, key, sig.parameters[key], value)
-    return factory(**kwargs)
-
-
-_SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
-                                         "str": (str,), "None": (type(None),)}
-
-
-def _check_param(policy: str, key: str, param: inspect.Parameter, value: Any) -> None:
-    """Refuse a parameter whose value does not fit a plain scalar annotation (``int``,
-    ``float | None``...): ``--param k=abc`` is a UserError here, not a TypeError mid-run."""
-    ann = param.annotation
-    names = [a.strip() for a in ann.split("|")] if isinstance(ann, str) else []
-    if not names or any(n not in _SCALARS for n in names):
-        return  # not a plain scalar (or not annotated): the factory checks it
-    ok = any(isinstance(value, _SCALARS[n]) and not (isinstance(value, bool) and n != "bool")
-             for n in names)
-    if isinstance(value, float) and not math.isfinite(value):
-        ok = False
-    if not ok:
-        got = repr(value)
-        got = got if len(got) <= 60 else got[:59] + "…"
-        expected = " or ".join("null" if n == "None" else n for n in names)
-        example = {"int": "2", "float": "0.5", "bool": "true", "str": "text"}.get(names[0], "")
-        raise UserError(f"policy {policy!r} parameter {key!r} expects {expected} (got {got}); "
-                        f"e.g. --param {key}={example}")
-
-
-def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
-                   params: Mapping[str, Any] | None = None) -> Policy:
-    """Turn a name, a recipe file or an instance into a policy for ``pool``.
-
-    Args:
-        spec: ``"cheapest"``, ``"single:<model>"``, a registered name, a recipe YAML (a path or a
-            name under ``policies/``), or a :class:`Policy`. ``None`` takes the pool's default.
-        pool: the pool the policy will route over.
-        params: keyword parameters for the factory (override the recipe's).
-
-    Raises:
-        UserError: for an unknown name (listing the known ones) or a bad recipe.
-    """
-    if spec is None:
-        spec = pool.policy
-    if not isinstance(spec, (str, Path)):
-        if not callable(getattr(spec, "decide", None)):
-            raise UserError(f"expected a policy name, recipe file or object with decide() (got {spec!r})")
-        return spec
-    _load_builtin()
-    s = str(spec)
-    if s.endswith((".yaml", ".yml")) or Path(s).is_file():
-        return _from_recipe(Path(s), pool, params)
-    name, _, arg = s.partition(":")
-    if name in _REGISTRY:
-        return _call_factory(_REGISTRY[name], name, pool, arg or None, params or {})
-    from orchestra._paths import find_named_file, named_files
-
-    recipe = find_named_file("policies", s)
-    if recipe is not None:
-        return _from_recipe(recipe, pool, params)
-    raise UserError(
-        f"unknown policy {s!r}; known policies: {sorted(_REGISTRY)}; recipes: "
-        f"{sorted(named_files('policies'))} (or give a path to a recipe YAML)"
-    )
-
-
-def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:
-    from orchestra._yaml import read_yaml_file
-
-    data = read_yaml_file(path, "policy recipe")  # aliases bounded, duplicate keys refused
-    if not isinstance(data, dict) or "policy" not in data:
-        raise UserError(
-            f"{path}: a policy recipe needs a 'policy' key naming a registered policy "
-            f"(got {data!r:.80})"
-        )
-    merged = {**(data.get("params") or {}), **(params or {})}
-    base = str(data["policy"])
-    if base.endswith((".yaml", ".yml")):
-        raise UserError(f"{path}: 'policy' must name a registered policy, not another recipe")
-    _load_builtin()
-    if base.partition(":")[0] not in _REGISTRY:
-        raise UserError(
-            f"{path}: 'policy: {base}' is not a registered policy; expected one of "
-            f"{sorted(_REGISTRY)}"
-        )
-    # Relative artifact paths in a recipe are relative to the recipe file.
-    for k, v in list(merged.items()):
-        if isinstance(v, str) and k in ("path", "artifact", "model_path") and not Path(v).is_absolute():
-            merged[k] = str((path.parent / v).resolve())
-    return resolve_policy(base, pool, merged)

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestra.errors import UserError
-from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
+from orchestra.policies.base import Answer, Call, Route, RunView
+from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:  # annotations only: listing policies stays free of pydantic
     from orchestra.spec import ModelSpec, Pool

@@ -95,13 +95,11 @@ def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
 
     from orchestra.embed import get_embedder
     from orchestra.outcomes.loaders import load_outcomes
-    from orchestra.training.routers import (
-        DEFAULT_GRIDS,
-        ROUTER_KINDS,
-        default_artifact_dir,
-        prepare_data,
-        train_router,
-    )
+    from orchestra.policies.learned.locations import default_artifact_dir
+    from orchestra.policies.learned.scorers import ROUTER_KINDS
+    from orchestra.training.cv import DEFAULT_GRIDS
+    from orchestra.training.router_data import prepare_data
+    from orchestra.training.router_fit import train_router
 
     if kind not in ROUTER_KINDS:
         raise UserError(f"unknown router kind {kind!r}; expected one of {list(ROUTER_KINDS)}")

@@ -168,7 +168,8 @@ class Bundle:
 
 def cost_scale_of(cost: NDArray[np.floating[Any]]) -> float:
     """Mean cost per query of the most expensive model: λ = 1 prices one point of score at one
-    average call of the priciest model (the convention of :mod:`orchestra.training.routers`)."""
+    average call of the priciest model (the convention of
+    :mod:`orchestra.policies.learned.chooser`)."""
     c = np.where(np.isfinite(cost), cost, np.nan)
     if not np.isfinite(c).any():
         return 1.0
@@ -315,7 +316,7 @@ def _validation_graph(bundle: Bundle, config: GNNTrainConfig) -> Any:
 
 def validate(model: Any, bundle: Bundle, config: GNNTrainConfig, graph: Any) -> dict[str, float]:
     """Validation loss and AIQ of the current model (no gradient)."""
-    from orchestra.training.routers import router_aiq
+    from orchestra.training.lambdas import router_aiq
 
     d = bundle.data
     v = bundle.val_idx
@@ -753,16 +754,18 @@ def run_training(
 def calibrate(net: Any, bundle: Bundle, config: GNNTrainConfig) -> dict[str, Any]:
     """λ calibration of a trained network on the validation split.
 
-    Returns the compact λ grid (:func:`orchestra.training.routers.compact_lambdas`), the default λ (the largest whose
-    validation quality is within 0.01 of the best), the full sweep, and the ratio that turns a
-    predicted cost into a cautious one for budget checks (95th percentile of actual/predicted).
+    Returns the compact λ grid (:func:`orchestra.training.lambdas.compact_lambdas`), the default
+    λ (the largest whose validation quality is within 0.01 of the best), the full sweep, and the
+    ratio that turns a predicted cost into a cautious one for budget checks (95th percentile of
+    actual/predicted).
     """
     d = bundle.data
     ps, cz = predict_targets(net, _validation_graph(bundle, config), bundle.val_idx, d.n_models)
     pc = bundle.norm.usd(cz.astype(np.float64))
     s = d.score[bundle.val_idx].astype(np.float64)
     c = d.cost[bundle.val_idx].astype(np.float64)
-    from orchestra.training.routers import compact_lambdas, fine_lambda_grid, sweep_points
+    from orchestra.policies.learned.chooser import fine_lambda_grid
+    from orchestra.training.lambdas import compact_lambdas, sweep_points
 
     lam = fine_lambda_grid()
     pts = sweep_points(ps.astype(np.float64), pc, s, c, lam, bundle.cost_scale)

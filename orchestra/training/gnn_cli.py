@@ -91,7 +91,7 @@ def gnn_command(
 
             raise UserError(format_validation_error(e, "orchestra train gnn")) from None
         if out is None:
-            from orchestra.training.routers import default_artifact_dir
+            from orchestra.policies.learned.locations import default_artifact_dir
 
             out_dir = str(default_artifact_dir(config.data, "gnn"))
         else:

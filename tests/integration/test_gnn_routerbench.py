@@ -22,9 +22,10 @@ from orchestra.embed import get_embedder
 from orchestra.eval.metrics import aiq, single_model_points
 from orchestra.outcomes import OutcomeTable, load_outcomes
 from orchestra.policies.gnn.policy import GNNScorer
+from orchestra.policies.learned.chooser import fine_lambda_grid
 from orchestra.spec import ModelSpec
 from orchestra.training.gnn import GNNTrainConfig, bundle_from_table, fit_gnn, save_artifact
-from orchestra.training.routers import fine_lambda_grid, sweep_points
+from orchestra.training.lambdas import sweep_points
 
 MIXTRAL = "mistralai/mixtral-8x7b-chat"
 _CACHE: dict[str, Any] = {}

@@ -19,11 +19,16 @@ from orchestra import Orchestra
 from orchestra.embed import get_embedder
 from orchestra.eval.metrics import aiq, cost_to_match, single_model_points
 from orchestra.outcomes import OutcomeTable, load_outcomes
-from orchestra.policies.base import resolve_policy
+from orchestra.policies.learned.artifact import TrainedRouter
+from orchestra.policies.learned.chooser import fine_lambda_grid
+from orchestra.policies.learned.features import embed_queries
+from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import AgentSpec, ModelSpec, Pool, RefinerSpec
 from orchestra.testing import FunctionBackend
 from orchestra.trace.store import MemoryTraceStore
-from orchestra.training import routers as R
+from orchestra.training.lambdas import sweep_points
+from orchestra.training.router_data import RouterData, prepare_data
+from orchestra.training.router_fit import train_router
 
 # Small grids keep the test fast; `orchestra train` searches the full ones.
 KNN_GRID: dict[str, list[Any]] = {"k": [40, 160], "weighting": ["uniform"], "task_weight": [0.0], "prior": [0.0, 0.5]}
@@ -44,15 +49,15 @@ def tables(shared_data: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def train_data(tables: tuple[OutcomeTable, OutcomeTable]) -> R.RouterData:
+def train_data(tables: tuple[OutcomeTable, OutcomeTable]) -> RouterData:
     if "train" not in _CACHE:
-        _CACHE["train"] = R.prepare_data(tables[0], get_embedder("minilm"),
+        _CACHE["train"] = prepare_data(tables[0], get_embedder("minilm"),
                                          source="routerbench:train")
     return _CACHE["train"]  # type: ignore[no-any-return]
 
 
 def test_prompt_views_see_the_question_behind_the_few_shot_preamble(
-        tables: tuple[OutcomeTable, OutcomeTable], train_data: R.RouterData) -> None:
+        tables: tuple[OutcomeTable, OutcomeTable], train_data: RouterData) -> None:
     # Few-shot prompts share their first 256 word pieces, so the 'full' view of two arc
     # questions is nearly identical; the 'tail' view tells them apart.
     tasks = np.array(train_data.tasks)
@@ -65,13 +70,13 @@ def test_prompt_views_see_the_question_behind_the_few_shot_preamble(
     assert (tail @ tail.T)[off].mean() < (full @ full.T)[off].mean() - 0.1
 
 
-def evaluate(router: R.TrainedRouter, test: OutcomeTable) -> dict[str, Any]:
+def evaluate(router: TrainedRouter, test: OutcomeTable) -> dict[str, Any]:
     te = test.filter(models=router.models)
     s, c = te.score_matrix(), te.cost_matrix()
-    x = R.embed_queries(router.embedder(), te.query_texts, views=router.views,
+    x = embed_queries(router.embedder(), te.query_texts, views=router.views,
                         tail_chars=router.tail_chars)
     p = router.predict_embedded(x, [len(q) for q in te.query_texts], te.query_tasks)
-    pts = R.sweep_points(p["scores"], p["costs"], s, c, R.fine_lambda_grid(),
+    pts = sweep_points(p["scores"], p["costs"], s, c, fine_lambda_grid(),
                          router.cost_scale)[:, :2]
     singles = single_model_points(s, c, te.models)
     max_cost = max(v.cost for v in singles.values())
@@ -81,10 +86,10 @@ def evaluate(router: R.TrainedRouter, test: OutcomeTable) -> dict[str, Any]:
 
 
 def test_knn_and_mf_beat_the_single_model_hull_on_test(
-        tables: tuple[OutcomeTable, OutcomeTable], train_data: R.RouterData) -> None:
-    knn = R.train_router("knn", train_data, grid=KNN_GRID, folds=3, seed=0)
+        tables: tuple[OutcomeTable, OutcomeTable], train_data: RouterData) -> None:
+    knn = train_router("knn", train_data, grid=KNN_GRID, folds=3, seed=0)
     assert knn.config["cv"]["best"] in [r["params"] for r in knn.config["cv"]["grid"]]
-    mf = R.train_router("mf", train_data, params=MF_PARAMS, folds=3, seed=0)
+    mf = train_router("mf", train_data, params=MF_PARAMS, folds=3, seed=0)
     for router in (knn, mf):
         res = evaluate(router, tables[1])
         assert res["hull"] == pytest.approx(0.804, abs=0.001)
@@ -95,9 +100,9 @@ def test_knn_and_mf_beat_the_single_model_hull_on_test(
 
 
 def test_knn_policy_routes_routerbench_queries_through_the_runtime(
-        tables: tuple[OutcomeTable, OutcomeTable], train_data: R.RouterData,
+        tables: tuple[OutcomeTable, OutcomeTable], train_data: RouterData,
         tmp_path: Path) -> None:
-    knn = R.train_router("knn", train_data, params={"k": 160, "prior": 0.5}, folds=3)
+    knn = train_router("knn", train_data, params={"k": 160, "prior": 0.5}, folds=3)
     path = knn.save(tmp_path / "routerbench-knn")
     train, test = tables
     models = tuple(

@@ -47,7 +47,8 @@ import orchestra.runtime as runtime_mod
 from orchestra.backends.base import Completion, CompletionRequest
 from orchestra.budget import BudgetLeft, CallCost, Ledger, Reservation, max_output_that_fits
 from orchestra.errors import BackendError
-from orchestra.policies.base import Action, Answer, Call, Route, RunView, Think, resolve_policy
+from orchestra.policies.base import Action, Answer, Call, Route, RunView, Think
+from orchestra.policies.resolve import resolve_policy
 from orchestra.prompts import build_messages
 from orchestra.runtime import Orchestra, RunResult
 from orchestra.spec import AgentSpec, Budget, ModelSpec, Pool, RefinerSpec, ToolSpec

@@ -133,7 +133,7 @@ def test_pool_errors_are_flat_without_nested_prefixes(tmp_path: Path) -> None:
 
 
 def test_recipes_use_the_safe_loader(tmp_path: Path) -> None:
-    from orchestra.policies.base import resolve_policy
+    from orchestra.policies.resolve import resolve_policy
     from orchestra.testing import make_pool
 
     for text, needle in [(BOMB + "policy: cheapest\n", "alias"),
@@ -153,7 +153,7 @@ def test_recipes_use_the_safe_loader(tmp_path: Path) -> None:
 ])
 def test_policy_parameters_of_the_wrong_type_are_user_errors(params: dict[str, Any],
                                                              needle: str) -> None:
-    from orchestra.policies.base import resolve_policy
+    from orchestra.policies.resolve import resolve_policy
     from orchestra.testing import make_pool
 
     with pytest.raises(UserError) as e:

@@ -32,7 +32,8 @@ from orchestra.eval.harness import (
     parse_lambdas,
 )
 from orchestra.outcomes import ModelInfo, OutcomeTable, QueryRow
-from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
+from orchestra.policies.base import Answer, Call, Route, RunView
+from orchestra.policies.registry import register_policy
 from orchestra.spec import Pool
 
 COST = {"cheap": 1.0, "mid": 2.0, "strong": 10.0}

@@ -327,7 +327,7 @@ def test_policy_profile_parameter(artifact: Path, tmp_path: Path) -> None:
     """``--policy gnn --param profile=FILE``: profiled outcomes of a new model reach the
     policy; a profile that matches nothing, or a pool without new models, is a UserError."""
     from orchestra.errors import UserError
-    from orchestra.policies.base import resolve_policy
+    from orchestra.policies.resolve import resolve_policy
 
     new = spec("newcomer-70b", "A 70B open model, strong at code and reasoning.", 0.9, 0.9)
     pool = pool_of([*full_pool().models, new])

@@ -17,11 +17,18 @@ import pytest
 from orchestra import Orchestra, UserError
 from orchestra.embed import HashingEmbedder
 from orchestra.outcomes import OutcomeTable
-from orchestra.policies.base import policy_names
-from orchestra.policies.base import resolve_policy as _resolve
+from orchestra.policies.learned.artifact import TrainedRouter, load_router
+from orchestra.policies.learned.chooser import choose_models
+from orchestra.policies.learned.locations import artifacts_home
+from orchestra.policies.learned.scorers import RouterKind
+from orchestra.policies.resolve import policy_names
+from orchestra.policies.resolve import resolve_policy as _resolve
 from orchestra.testing import FunctionBackend, make_pool
 from orchestra.trace.store import MemoryTraceStore
-from orchestra.training import routers as R
+from orchestra.training.cv import cross_validate
+from orchestra.training.lambdas import sweep_points
+from orchestra.training.router_data import RouterData, prepare_data
+from orchestra.training.router_fit import train_router
 
 X_WORDS = ["add", "sum", "multiply", "divide", "subtract", "integer", "equation", "fraction"]
 Y_WORDS = ["poem", "sonnet", "haiku", "verse", "rhyme", "stanza", "ballad", "ode"]
@@ -35,7 +42,7 @@ FAST: dict[str, dict[str, Any]] = {
     "mf": {"dim": 8, "weight_decay": 1e-4, "lr": 3e-2, "ensemble": 1, "max_epochs": 60,
            "patience": 10},
 }
-KINDS: list[R.RouterKind] = ["knn", "mlp", "mf"]
+KINDS: list[RouterKind] = ["knn", "mlp", "mf"]
 
 
 def resolve_policy(spec: str, pool: Any, params: dict[str, Any] | None = None) -> Any:
@@ -66,13 +73,13 @@ def synthetic_table(n: int = 120, seed: int = 0) -> OutcomeTable:
 
 
 @pytest.fixture(scope="module")
-def data() -> R.RouterData:
-    return R.prepare_data(synthetic_table(), HashingEmbedder(), source="synthetic")
+def data() -> RouterData:
+    return prepare_data(synthetic_table(), HashingEmbedder(), source="synthetic")
 
 
 @pytest.fixture(scope="module")
-def routers(data: R.RouterData) -> dict[str, R.TrainedRouter]:
-    return {k: R.train_router(k, data, params=FAST[k], folds=3, seed=0) for k in KINDS}
+def routers(data: RouterData) -> dict[str, TrainedRouter]:
+    return {k: train_router(k, data, params=FAST[k], folds=3, seed=0) for k in KINDS}
 
 
 def held_out(n: int = 20) -> tuple[list[str], list[str]]:
@@ -81,15 +88,15 @@ def held_out(n: int = 20) -> tuple[list[str], list[str]]:
     return [query(t, rng) for t in topics], topics
 
 
-def picks(router: R.TrainedRouter, lam: float, queries: list[str]) -> list[str]:
+def picks(router: TrainedRouter, lam: float, queries: list[str]) -> list[str]:
     p = router.predict(queries, None, embedder=HashingEmbedder())
-    return [router.models[R.choose_models(s, c, lam, router.cost_scale)[0]]
+    return [router.models[choose_models(s, c, lam, router.cost_scale)[0]]
             for s, c in zip(p["scores"], p["costs"], strict=True)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_router_learns_which_model_is_right_per_topic(kind: R.RouterKind,
-                                                      routers: dict[str, R.TrainedRouter]) -> None:
+def test_router_learns_which_model_is_right_per_topic(kind: RouterKind,
+                                                      routers: dict[str, TrainedRouter]) -> None:
     router = routers[kind]
     queries, topics = held_out()
     p = router.predict(queries, None, embedder=HashingEmbedder())
@@ -109,14 +116,14 @@ def test_router_learns_which_model_is_right_per_topic(kind: R.RouterKind,
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_load_round_trip_gives_identical_predictions(
-        kind: R.RouterKind, routers: dict[str, R.TrainedRouter], tmp_path: Path) -> None:
+        kind: RouterKind, routers: dict[str, TrainedRouter], tmp_path: Path) -> None:
     router = routers[kind]
     path = router.save(tmp_path / f"synthetic-{kind}")
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["kind"] == kind and cfg["models"] == ["A", "B", "C"]
     assert cfg["embedder"]["name"] == HashingEmbedder().name
     assert (path / ("weights.npz" if kind == "knn" else "weights.pt")).is_file()
-    loaded = R.load_router(path, kind=kind)
+    loaded = load_router(path, kind=kind)
     queries, _ = held_out()
     before = router.predict(queries, None, embedder=HashingEmbedder())
     after = loaded.predict(queries, None, embedder=HashingEmbedder())
@@ -125,14 +132,14 @@ def test_save_load_round_trip_gives_identical_predictions(
     assert loaded.default_lambdas() == router.default_lambdas()
     assert loaded.cost_scale == router.cost_scale
     with pytest.raises(UserError, match="holds a"):
-        R.load_router(path, kind="mf" if kind != "mf" else "knn")
+        load_router(path, kind="mf" if kind != "mf" else "knn")
 
 
-def test_sweep_costs_fall_as_lambda_grows(routers: dict[str, R.TrainedRouter],
-                                          data: R.RouterData) -> None:
+def test_sweep_costs_fall_as_lambda_grows(routers: dict[str, TrainedRouter],
+                                          data: RouterData) -> None:
     router = routers["knn"]
     p = router.predict_embedded(data.embeddings, data.lengths.astype(int).tolist(), data.tasks)
-    pts = R.sweep_points(p["scores"], p["costs"], data.scores, data.costs,
+    pts = sweep_points(p["scores"], p["costs"], data.scores, data.costs,
                          router.default_lambdas(), router.cost_scale)
     assert np.all(np.diff(pts[:, 0]) <= 1e-12)  # total cost never rises with λ
     assert pts[0, 2] == 1.0 and pts[-1, 2] == 0.0  # all C at λ=0, none at the largest λ
@@ -140,8 +147,8 @@ def test_sweep_costs_fall_as_lambda_grows(routers: dict[str, R.TrainedRouter],
     assert lam[0] == 0.0 and lam == sorted(lam) and len(lam) <= 16
 
 
-def test_cost_is_normalised_by_the_priciest_models_mean_cost(data: R.RouterData) -> None:
-    router = R.train_router("knn", data, params=FAST["knn"], folds=3)
+def test_cost_is_normalised_by_the_priciest_models_mean_cost(data: RouterData) -> None:
+    router = train_router("knn", data, params=FAST["knn"], folds=3)
     assert router.cost_scale == pytest.approx(np.mean(data.costs[:, 2]))
     assert router.strong_model == "C"
     # The cost model predicts from length and task: close to each model's recorded mean.
@@ -153,22 +160,22 @@ def test_cost_is_normalised_by_the_priciest_models_mean_cost(data: R.RouterData)
 def test_choose_models_top_k_and_budget() -> None:
     s = np.array([0.5, 0.9, 0.7])
     c = np.array([0.001, 0.02, 0.002])
-    assert R.choose_models(s, c, 0.0, 0.02, k=2) == [1, 2]
-    assert R.choose_models(s, c, 0.0, 0.02, k=3) == [1, 2, 0]
+    assert choose_models(s, c, 0.0, 0.02, k=2) == [1, 2]
+    assert choose_models(s, c, 0.0, 0.02, k=3) == [1, 2, 0]
     # Budget 0.01: model 1 does not fit; fan-out adds models while their sum fits.
-    assert R.choose_models(s, c, 0.0, 0.02, k=2, budget_usd=0.01) == [2, 0]
-    assert R.choose_models(s, c, 0.0, 0.02, k=2, budget_usd=0.0025) == [2]
-    assert R.choose_models(s, c, 0.0, 0.02, budget_usd=0.0001) == []
+    assert choose_models(s, c, 0.0, 0.02, k=2, budget_usd=0.01) == [2, 0]
+    assert choose_models(s, c, 0.0, 0.02, k=2, budget_usd=0.0025) == [2]
+    assert choose_models(s, c, 0.0, 0.02, budget_usd=0.0001) == []
     # The cautious (high) cost is tried first; the predicted cost is the fallback.
     hi = c * 3
-    assert R.choose_models(s, c, 0.0, 0.02, budget_usd=0.005, high_costs=hi) == [0]
-    assert R.choose_models(s, c, 0.0, 0.02, budget_usd=0.0025, high_costs=hi) == [2]
+    assert choose_models(s, c, 0.0, 0.02, budget_usd=0.005, high_costs=hi) == [0]
+    assert choose_models(s, c, 0.0, 0.02, budget_usd=0.0025, high_costs=hi) == [2]
 
 
-def test_cv_picks_the_best_config_of_the_grid_on_train_only(data: R.RouterData) -> None:
+def test_cv_picks_the_best_config_of_the_grid_on_train_only(data: RouterData) -> None:
     grid: dict[str, list[Any]] = {"k": [1, 25], "weighting": ["uniform"], "task_weight": [0.0],
                                   "prior": [0.0]}
-    cv = R.cross_validate("knn", data, grid=grid, folds=3, seed=0)
+    cv = cross_validate("knn", data, grid=grid, folds=3, seed=0)
     assert [r["params"]["k"] for r in cv.table] == [1, 25]
     # Labels are noisy (70% right): one neighbour votes noise, 25 average it out.
     assert cv.best["k"] == 25
@@ -176,16 +183,16 @@ def test_cv_picks_the_best_config_of_the_grid_on_train_only(data: R.RouterData) 
     assert best["params"] == cv.best and best["oof_bce"] < cv.table[0]["oof_bce"]
     assert cv.oof_scores.shape == data.scores.shape
     # Deterministic, and only the training data enter: the same call gives the same result.
-    again = R.cross_validate("knn", data, grid=grid, folds=3, seed=0)
+    again = cross_validate("knn", data, grid=grid, folds=3, seed=0)
     assert again.table == cv.table
     # A single-task table drops the task bonus from the grid.
-    one = R.RouterData(**{**data.__dict__, "tasks": ["T"] * data.n})
-    cv1 = R.cross_validate("knn", one, grid={**grid, "task_weight": [0.0, 2.0]}, folds=3)
+    one = RouterData(**{**data.__dict__, "tasks": ["T"] * data.n})
+    cv1 = cross_validate("knn", one, grid={**grid, "task_weight": [0.0, 2.0]}, folds=3)
     assert {r["params"]["task_weight"] for r in cv1.table} == {0.0}
 
 
-def test_train_router_searches_the_grid_and_records_it(data: R.RouterData) -> None:
-    router = R.train_router("mf", data, grid={**{k: [v] for k, v in FAST["mf"].items()},
+def test_train_router_searches_the_grid_and_records_it(data: RouterData) -> None:
+    router = train_router("mf", data, grid={**{k: [v] for k, v in FAST["mf"].items()},
                                               "dim": [2, 8]}, folds=3)
     cv = router.config["cv"]
     assert {r["params"]["dim"] for r in cv["grid"]} == {2, 8}
@@ -194,7 +201,7 @@ def test_train_router_searches_the_grid_and_records_it(data: R.RouterData) -> No
     assert 0.0 < cv["best_oof_aiq"] <= 1.0
 
 
-def test_lambda_calibration_to_targets(routers: dict[str, R.TrainedRouter]) -> None:
+def test_lambda_calibration_to_targets(routers: dict[str, TrainedRouter]) -> None:
     router = routers["knn"]
     cal = router.calibration
     lam_none = router.lambda_for(target_strong_share=0.0)
@@ -215,7 +222,7 @@ def test_lambda_calibration_to_targets(routers: dict[str, R.TrainedRouter]) -> N
 
 
 @pytest.fixture(scope="module")
-def artifacts(routers: dict[str, R.TrainedRouter], tmp_path_factory: pytest.TempPathFactory
+def artifacts(routers: dict[str, TrainedRouter], tmp_path_factory: pytest.TempPathFactory
               ) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("artifacts")
     return {k: r.save(root / f"synthetic-{k}") for k, r in routers.items()}
@@ -258,7 +265,7 @@ def test_policy_top_k_fans_out(artifacts: dict[str, Path]) -> None:
 
 def test_policy_respects_the_budget_left(artifacts: dict[str, Path]) -> None:
     rng = np.random.default_rng(7)
-    router = R.load_router(artifacts["knn"])
+    router = load_router(artifacts["knn"])
     p = router.predict([query("X", rng)], None, embedder=HashingEmbedder())
     c_high = float(p["high_costs"][0, 2])
     # With λ = 0, C would be chosen; a budget below C's cautious cost excludes it.
@@ -277,8 +284,8 @@ def test_policy_calibrated_and_default_lambdas(artifacts: dict[str, Path]) -> No
     p1 = resolve_policy("mlp", pool(), {"path": path, "target_strong_share": 0.0})
     assert p1.lam > 0.0
     p2 = resolve_policy("mlp", pool(), {"path": path})
-    assert p2.lam == R.load_router(path).default_lam
-    assert p2.default_lambdas() == R.load_router(path).default_lambdas()
+    assert p2.lam == load_router(path).default_lam
+    assert p2.default_lambdas() == load_router(path).default_lambdas()
     with pytest.raises(UserError, match="at most one"):
         resolve_policy("mlp", pool(), {"path": path, "lam": 1, "target_cost": 0.01})
     with pytest.raises(UserError, match="lam must be >= 0"):
@@ -309,14 +316,14 @@ def test_missing_artifact_names_the_train_command(tmp_path: Path,
 
 
 def test_recipe_finds_an_artifact_by_name_in_the_data_home(
-        routers: dict[str, R.TrainedRouter], tmp_path: Path,
+        routers: dict[str, TrainedRouter], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
-    routers["knn"].save(R.artifacts_home() / "synthetic-knn")
+    routers["knn"].save(artifacts_home() / "synthetic-knn")
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("policy: knn\nparams:\n  path: synthetic-knn\n  lam: 2.0\n")
     p = resolve_policy(str(recipe), pool())
-    assert p.lam == 2.0 and p.router.path == R.artifacts_home() / "synthetic-knn"
+    assert p.lam == 2.0 and p.router.path == artifacts_home() / "synthetic-knn"
 
 
 def test_train_cli_writes_an_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -333,23 +340,23 @@ def test_train_cli_writes_an_artifact(tmp_path: Path, monkeypatch: pytest.Monkey
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout[res.stdout.index("{"):])
     assert summary["params"]["k"] == 5 and summary["n_train"] == 60
-    assert Path(summary["artifact"]) == R.artifacts_home() / "synthetic-knn"
+    assert Path(summary["artifact"]) == artifacts_home() / "synthetic-knn"
     assert (Path(summary["artifact"]) / "config.json").is_file()
     bad = CliRunner().invoke(train_app, ["knn", "--data", str(tmp_path / "nope.jsonl")])
     assert bad.exit_code == 2 and "does not exist" in " ".join(bad.output.split())
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_missing_outcomes_single_task_and_free_models_train_cleanly(kind: R.RouterKind) -> None:
+def test_missing_outcomes_single_task_and_free_models_train_cleanly(kind: RouterKind) -> None:
     rows = [r for r in synthetic_table(60, seed=3).to_records()
             if not (r["model"] == "B" and r["query_id"].endswith("3"))]  # some pairs missing
     for r in rows:
         r["task"] = "only"
         if r["model"] == "A":
             r["cost_usd"] = 0.0  # a local model: free
-    data = R.prepare_data(OutcomeTable(rows), HashingEmbedder())
+    data = prepare_data(OutcomeTable(rows), HashingEmbedder())
     assert np.isnan(data.scores).any()
-    router = R.train_router(kind, data, params=FAST[kind], folds=2)
+    router = train_router(kind, data, params=FAST[kind], folds=2)
     assert router.tasks.width == 0
     queries, _ = held_out(6)
     p = router.predict(queries, ["unseen-task"] * 6, embedder=HashingEmbedder())

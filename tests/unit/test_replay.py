@@ -67,7 +67,7 @@ def table() -> OutcomeTable:
 
 @pytest.fixture()
 def pool(table: OutcomeTable) -> Pool:
-    return Pool.from_outcomes(table, table_name="unit")
+    return pool_from_outcomes(table, table_name="unit")
 
 
 def _q(table: OutcomeTable, qid: str) -> str:

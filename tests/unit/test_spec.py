@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from orchestra import AgentSpec, Budget, ModelSpec, Pool, UserError
+from orchestra.backends.priced import priced_model, priced_pool
 from orchestra.testing import make_pool
 
 
@@ -53,10 +54,10 @@ def test_unknown_pool_name_lists_known_pools() -> None:
 
 
 def test_shipped_pools_load_and_are_priced() -> None:
-    local = Pool.load("local").priced()
+    local = priced_pool(Pool.load("local"))
     assert {m.name for m in local.models} == {"smollm2", "gemma3"}
     assert all(m.input_price is not None and m.input_price > 0 for m in local.models)
-    hosted = Pool.load("hosted").priced()
+    hosted = priced_pool(Pool.load("hosted"))
     # Prices of hosted models come from litellm's bundled cost map.
     assert hosted.model("gpt-4.1-mini").input_price == pytest.approx(0.4)
 
@@ -73,7 +74,7 @@ def test_missing_api_key_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_unknown_model_price_needs_explicit_prices() -> None:
     with pytest.raises(UserError, match="input_price"):
-        ModelSpec(id="someprovider/unknown-model-xyz").priced()
+        priced_model(ModelSpec(id="someprovider/unknown-model-xyz"))
 
 
 def test_model_lookup_errors_list_known_names() -> None:

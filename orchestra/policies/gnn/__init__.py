@@ -9,7 +9,7 @@ Modules (torch and torch-geometric load only when one of them is imported):
 - :mod:`~orchestra.policies.gnn.model`: :class:`GNNRouter`, the network (score and cost heads);
 - :mod:`~orchestra.policies.gnn.policy`: :class:`GNNScorer` and :class:`GNNPolicy` (serving).
 
-Training: :mod:`orchestra.training.gnn` (``orchestra train gnn``). Importing this package
+Training: ``orchestra train gnn`` (the training package, above this one). Importing this package
 registers the ``gnn`` policy (``--policy gnn --param path=DIR``, recipe ``policies/gnn.yaml``).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestra.policies.base import register_policy
+from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:
     from orchestra.embed import Embedder

@@ -5,7 +5,8 @@ Node types and their raw features (``D`` = embedding size, 384 for MiniLM):
 ==========  ==================================================================================
 ``query``   text embedding ``(V·D)``, one unit vector per *view* (the whole text as the embedder
             reads it, and its last 800 characters, where prompts put the actual question;
-            :func:`orchestra.training.routers.embed_queries`) + standardised log length ``(1)``
+            :func:`orchestra.policies.learned.features.embed_queries`) + standardised log
+            length ``(1)``
 ``task``    embedding of the task name ``(D)``
 ``model``   embedding of ``"<name>. <prose description>"`` ``(D)`` + standardised side features
             ``(S = 6)``: log input price, log output price, log parameters and its known-flag,
@@ -327,15 +328,15 @@ def embed_query_texts(embedder: Embedder, texts: Sequence[str],
     """Query embeddings, one unit vector per view, concatenated and scaled to unit norm.
 
     The same features as the kNN / MLP / MF routers
-    (:func:`orchestra.training.routers.embed_queries`): ``full`` is the text as the embedder
-    reads it (MiniLM: its first 256 word pieces), ``tail`` its last 800 characters. Few-shot
-    prompts repeat the same examples first and put the question last, so without the tail view
-    queries of one task look alike.
+    (:func:`orchestra.policies.learned.features.embed_queries`): ``full`` is the text as the
+    embedder reads it (MiniLM: its first 256 word pieces), ``tail`` its last 800 characters.
+    Few-shot prompts repeat the same examples first and put the question last, so without the
+    tail view queries of one task look alike.
 
     Shapes:
         ``(len(texts), embedder.dim * len(views))``.
     """
-    from orchestra.training.routers import embed_queries
+    from orchestra.policies.learned.features import embed_queries
 
     return np.ascontiguousarray(embed_queries(embedder, list(texts), views=tuple(views)),
                                 dtype=np.float32)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from orchestra.backends.priced import priced_model
 from orchestra.errors import UserError
 from orchestra.policies.base import Answer, RunView
 from orchestra.policies.gnn.graph import (
@@ -464,20 +465,20 @@ class GNNPolicy:
 
 def _priced(m: ModelSpec) -> ModelSpec:
     try:
-        return m.priced()
+        return priced_model(m)
     except UserError:
         return m  # unknown price: the side features say 0
 
 
 def _resolve(path: str | None) -> Path:
-    from orchestra.training.routers import resolve_artifact
+    from orchestra.policies.learned.locations import resolve_artifact
 
     return resolve_artifact(path, "gnn")
 
 
 def _choose(s: NDArray[np.float64], c: NDArray[np.float64], lam: float, cost_scale: float,
             k: int, budget: float | None, high: NDArray[np.float64]) -> list[int]:
-    """The chooser the learned routers share (:func:`orchestra.training.routers.choose_models`)."""
-    from orchestra.training.routers import choose_models
+    """The chooser the learned routers share (:func:`orchestra.policies.learned.chooser.choose_models`)."""
+    from orchestra.policies.learned.chooser import choose_models
 
     return choose_models(s, c, lam, cost_scale, k=k, budget_usd=budget, high_costs=high)

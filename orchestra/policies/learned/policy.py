@@ -1,9 +1,11 @@
 """Learned routing policies: ``knn``, ``mlp`` and ``mf``, backed by a trained router artifact.
 
-Each predicts every model's score and cost for the query (:mod:`orchestra.training.routers`),
-routes in round 0 to the model(s) maximising ``score - lam * cost / cost_scale`` among those
-whose cautious predicted cost fits the USD budget left, then answers after the first round. The
-predictions, utilities, λ and the decision are put in ``Route.scores``, so traces show why.
+Each predicts every model's score and cost for the query (a
+:class:`~orchestra.policies.learned.artifact.TrainedRouter`), routes in round 0 to the model(s)
+maximising ``score - lam * cost / cost_scale`` among those whose cautious predicted cost fits
+the USD budget left (:func:`~orchestra.policies.learned.chooser.choose_models`), then answers
+after the first round. The predictions, utilities, λ and the decision are put in
+``Route.scores``, so traces show why.
 
 Parameters (``--param key=value`` or a recipe's ``params:``):
 
@@ -33,12 +35,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestra.errors import UserError
-from orchestra.policies.base import Answer, Call, Route, RunView, register_policy
+from orchestra.policies.base import Answer, Call, Route, RunView
+from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:
     from orchestra.embed import Embedder
+    from orchestra.policies.learned.artifact import TrainedRouter
     from orchestra.spec import Pool
-    from orchestra.training.routers import TrainedRouter
 
 __all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy", "parse_k", "parse_lam",
            "route_or_answer"]
@@ -68,7 +71,8 @@ class LearnedRouterPolicy:
                  target_cost: float | None = None, target_strong_share: float | None = None,
                  agent: str | None = None, embedder: Embedder | None = None,
                  router: TrainedRouter | None = None) -> None:
-        from orchestra.training.routers import load_router, resolve_artifact
+        from orchestra.policies.learned.artifact import load_router
+        from orchestra.policies.learned.locations import resolve_artifact
 
         if router is None:
             router = load_router(resolve_artifact(path, self.kind), kind=self.kind)
@@ -140,7 +144,7 @@ class LearnedRouterPolicy:
         """The chosen model names and the scores dict for the trace."""
         import numpy as np
 
-        from orchestra.training.routers import choose_models
+        from orchestra.policies.learned.chooser import choose_models
 
         p = self.predict([query], [task])[0]
         picked = choose_models(p["scores"], p["costs"], self.lam, self.router.cost_scale,
