@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from orchestra.errors import (
     BackendError,
-    BudgetExceeded,
     OrchestraError,
     RoutingError,
     RunError,
@@ -23,17 +22,39 @@ from orchestra.errors import (
 )
 
 if TYPE_CHECKING:
-    from orchestra.policies.base import Answer, Call, Policy, Route, RunView, Think
+    from orchestra.backends.base import Backend, Completion, CompletionRequest
+    from orchestra.budget import BudgetLeft
+    from orchestra.policies.base import (
+        Action,
+        Answer,
+        Call,
+        CallView,
+        Policy,
+        RoundView,
+        Route,
+        RunView,
+        Think,
+    )
+    from orchestra.policies.registry import register_policy
+    from orchestra.policies.resolve import resolve_policy
     from orchestra.runtime import ChatSession, Orchestra, RunResult
     from orchestra.spec import AgentSpec, Budget, Example, ModelSpec, Pool, RefinerSpec, ToolSpec
+    from orchestra.trace.events import Event
+    from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Orchestra", "RunResult", "ChatSession",
     "Pool", "ModelSpec", "AgentSpec", "RefinerSpec", "ToolSpec", "Budget", "Example",
-    "Policy", "RunView", "Call", "Route", "Think", "Answer", "register_policy", "resolve_policy",
-    "OrchestraError", "UserError", "RunError", "BackendError", "BudgetExceeded", "RoutingError",
+    # writing a policy
+    "Policy", "Action", "Call", "Route", "Think", "Answer", "RunView", "RoundView", "CallView",
+    "BudgetLeft", "register_policy", "resolve_policy",
+    # writing a backend
+    "Backend", "CompletionRequest", "Completion",
+    # traces
+    "Event", "TraceStore", "SQLiteTraceStore", "MemoryTraceStore",
+    "OrchestraError", "UserError", "RunError", "BackendError", "RoutingError",
 ]
 
 _LAZY = {
@@ -42,9 +63,13 @@ _LAZY = {
     # pydantic models: imported on first use, so the CLI's --help and listings skip pydantic.
     **dict.fromkeys(["Pool", "ModelSpec", "AgentSpec", "RefinerSpec", "ToolSpec", "Budget",
                      "Example"], "orchestra.spec"),
-    "Policy": "orchestra.policies.base", "RunView": "orchestra.policies.base",
-    "Call": "orchestra.policies.base", "Route": "orchestra.policies.base",
-    "Think": "orchestra.policies.base", "Answer": "orchestra.policies.base",
+    **dict.fromkeys(["Policy", "Action", "Call", "Route", "Think", "Answer", "RunView",
+                     "RoundView", "CallView"], "orchestra.policies.base"),
+    "BudgetLeft": "orchestra.budget",
+    **dict.fromkeys(["Backend", "CompletionRequest", "Completion"], "orchestra.backends.base"),
+    "Event": "orchestra.trace.events",
+    **dict.fromkeys(["TraceStore", "SQLiteTraceStore", "MemoryTraceStore"],
+                    "orchestra.trace.store"),
     "register_policy": "orchestra.policies.registry", "resolve_policy": "orchestra.policies.resolve",
 }
 

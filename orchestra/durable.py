@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from orchestra.policies.base import Policy
     from orchestra.spec import Budget, Pool
+    from orchestra.state import CallRecord
 
 __all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark", "pool_spec", "resumed_terms",
            "run_key"]
@@ -257,7 +258,7 @@ class RunFile:
         self.terms: dict[str, Any] | None = None
         self.input: dict[str, Any] | None = None
         self.elapsed_s = 0.0
-        self.finished: dict[str, dict[str, Any]] = {}
+        self.finished: dict[str, CallRecord] = {}
         self.saver: Any = None
         self._conn: aiosqlite.Connection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -358,7 +359,7 @@ class RunFile:
                 "SELECT 1 FROM checkpoints WHERE thread_id = ? LIMIT 1", (self.run_id,)) as cur:
             return await cur.fetchone() is not None
 
-    async def record_call(self, record: dict[str, Any], elapsed_s: float) -> None:
+    async def record_call(self, record: CallRecord, elapsed_s: float) -> None:
         """Make a finished call durable (committed before this returns)."""
         self.finished[record["call_id"]] = record
         await self._write(
@@ -466,6 +467,7 @@ def resumed_terms(stored: dict[str, Any] | None, own: RunTerms, *, run_id: str,
     """
     from orchestra.policies.resolve import resolve_policy
     from orchestra.spec import Budget, Pool
+    from orchestra.state import CallRecord
 
     if stored is None:  # a run checkpointed before terms were stored
         return own

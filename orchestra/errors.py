@@ -2,7 +2,8 @@
 
 ``OrchestraError`` is the root. ``UserError`` means a configuration mistake that is caught
 before any model is called; its message quotes the bad value and names the fix.
-``RunError`` and its subclasses happen while a run executes.
+``RunError`` and its subclasses happen while a run executes. A budget limit is never an error:
+a run that reaches one stops with ``stop_reason`` naming it (``budget:usd``, ``budget_overrun``).
 
 Exceptions never log; only the CLI formats them.
 """
@@ -14,7 +15,6 @@ __all__ = [
     "UserError",
     "RunError",
     "BackendError",
-    "BudgetExceeded",
     "RoutingError",
 ]
 
@@ -53,14 +53,6 @@ class BackendError(RunError):
         self.transient = transient
         self.billed_unknown = billed_unknown
         self.usage = usage
-
-
-class BudgetExceeded(RunError):
-    """A reservation did not fit in what is left of the budget."""
-
-    def __init__(self, message: str, *, limit: str) -> None:
-        super().__init__(message)
-        self.limit = limit
 
 
 class RoutingError(RunError):

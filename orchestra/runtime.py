@@ -20,7 +20,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -33,7 +33,7 @@ from orchestra.errors import UserError
 from orchestra.policies.base import Policy
 from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import Budget, Pool
-from orchestra.state import RunContext, RunState
+from orchestra.state import CallRecord, RunContext, RunState
 from orchestra.trace.events import (
     INTERRUPTED,
     CallFinished,
@@ -102,15 +102,15 @@ class RunResult:
         }
 
 
-def _requests(calls: list[dict[str, Any]]) -> int:
+def _requests(calls: Sequence[CallRecord]) -> int:
     """Model requests made by these call records (tool follow-ups count)."""
     return sum(int(c.get("requests", 1)) for c in calls)
 
 
-def _overruns(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _overruns(calls: Sequence[CallRecord]) -> list[dict[str, Any]]:
     """The calls charged above their reservation, as :attr:`RunResult.overruns` lists them."""
-    return [{"call_id": c["call_id"], "agent": c["agent"], "model": c["model"], **c["overrun"]}
-            for c in calls if c.get("overrun")]
+    return [{"call_id": c["call_id"], "agent": c["agent"], "model": c["model"], **over}
+            for c in calls if (over := c.get("overrun"))]
 
 
 def _apply_budget(base: Budget, budget: Budget | Mapping[str, Any] | None) -> Budget:
@@ -129,7 +129,7 @@ def _apply_budget(base: Budget, budget: Budget | Mapping[str, Any] | None) -> Bu
     return Budget(**merged.model_dump())
 
 
-def _trace_journaled(emitter: Emitter, store: TraceStore, records: list[dict[str, Any]],
+def _trace_journaled(emitter: Emitter, store: TraceStore, records: list[CallRecord],
                      ledger: Ledger) -> None:
     """Emit ``call_finished`` for journaled calls the trace lacks (a kill between the journal's
     commit and the event), so the stored spend matches the ledger's."""
@@ -139,8 +139,9 @@ def _trace_journaled(emitter: Emitter, store: TraceStore, records: list[dict[str
                                                                    "budget_left"}
     for rec in records:
         if rec["call_id"] not in traced:
+            fields: dict[str, Any] = {k: v for k, v in rec.items() if k in names}
             emitter.emit(CallFinished(run_id=emitter.run_id, budget_left=dict(vars(ledger.left())),
-                                      **{k: v for k, v in rec.items() if k in names}))
+                                      **fields))
 
 
 async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
@@ -430,7 +431,7 @@ class Orchestra:
                 raise UserError(f"run {rid!r} already finished; nothing to resume")
         state_like = prior or init or {}
         prior_calls = list(state_like.get("calls") or [])
-        journaled: list[dict[str, Any]] = []
+        journaled: list[CallRecord] = []
         if run_file is not None:
             # Calls finished after the last checkpoint: in the journal only. Counted now; their
             # branches find them there instead of sending them again.

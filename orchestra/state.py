@@ -2,31 +2,141 @@
 
 State values are plain JSON-like data so LangGraph's SQLite checkpointer can persist them and a run
 can resume after a crash. Lists that several parallel branches append to use ``operator.add``
-reducers.
-
-Records kept in the state:
-
-``steps``: one per policy decision ``{round, action, reason, scores, note, calls, dropped}``.
-``calls``: one per finished model call ``{call_id, round, role, agent, model, model_id, prompt,
-output, input_tokens, output_tokens, cost_usd, latency_s, error}``.
-``rounds``: one per refined round ``{index, answer, refiner, conflicts, votes}``.
+reducers. The records kept in the state are typed below (TypedDicts: plain dicts at run time,
+checked by mypy): :class:`StepRecord` per policy decision, :class:`PlannedCall` per call the
+route step plans (one ``Send`` to dispatch each), :class:`CallRecord` per finished model call,
+:class:`RoundRecord` per refined round, :class:`FinalRecord` once the run ends.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from orchestra.backends.base import Backend
     from orchestra.budget import Ledger
     from orchestra.durable import RunFile
     from orchestra.policies.base import Policy
-    from orchestra.trace.emitter import Emitter
     from orchestra.spec import Pool
+    from orchestra.trace.emitter import Emitter
 
-__all__ = ["RunState", "RunContext", "DispatchInput"]
+__all__ = [
+    "CallRecord",
+    "DispatchInput",
+    "DroppedCall",
+    "FinalRecord",
+    "PlannedCall",
+    "ReservationRecord",
+    "RoundRecord",
+    "RunContext",
+    "RunState",
+    "StepCall",
+    "StepRecord",
+]
+
+
+class ReservedCost(TypedDict):
+    """The worst case a reservation holds (:class:`~orchestra.budget.CallCost` as JSON)."""
+
+    usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+class ReservationRecord(TypedDict):
+    """A ledger reservation as the state keeps it (so a resumed run can make it again)."""
+
+    id: int
+    cost: ReservedCost
+
+
+class PlannedCall(TypedDict):
+    """A call the route (or refine) step planned: what dispatch sends."""
+
+    call_id: str
+    round: int
+    role: Literal["route", "refine"]
+    agent: str
+    model: str
+    model_id: str
+    prompt: str
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    tools: NotRequired[bool]
+    reservation: NotRequired[ReservationRecord]
+
+
+class CallRecord(TypedDict):
+    """A finished model call (``requests``: model requests made, tool follow-ups included;
+    ``overrun``: what was charged above the reservation, with a reason; ``usage_note``: what
+    was wrong with the usage the provider reported)."""
+
+    call_id: str
+    round: int
+    role: str
+    agent: str
+    model: str
+    model_id: str
+    prompt: str
+    output: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_s: float
+    error: str | None
+    tool_calls: list[dict[str, Any]]
+    requests: int
+    overrun: dict[str, Any] | None
+    usage_note: str | None
+
+
+class StepCall(TypedDict):
+    """A planned call as a decision step lists it."""
+
+    call_id: str
+    agent: str
+    model: str
+    max_tokens: int
+    reserved_usd: float
+
+
+class DroppedCall(TypedDict):
+    """A call the policy asked for that no budget limit left room for (``limit`` names it)."""
+
+    agent: str
+    model: str
+    limit: str
+
+
+class StepRecord(TypedDict):
+    """One policy decision."""
+
+    round: int
+    action: Literal["think", "route", "answer"]
+    reason: str
+    scores: dict[str, Any]
+    note: str | None
+    calls: list[StepCall]
+    dropped: list[DroppedCall]
+
+
+class RoundRecord(TypedDict):
+    """A refined round: its answer and how it was merged."""
+
+    index: int
+    answer: str
+    refiner: str
+    conflicts: str | None
+    votes: dict[str, int]
+
+
+class FinalRecord(TypedDict):
+    """How the run ended."""
+
+    answer: str | None
+    stop_reason: str
 
 
 class RunState(TypedDict, total=False):
@@ -37,18 +147,18 @@ class RunState(TypedDict, total=False):
     history: list[dict[str, str]]
     meta: dict[str, Any]
     notes: Annotated[list[str], operator.add]
-    steps: Annotated[list[dict[str, Any]], operator.add]
-    calls: Annotated[list[dict[str, Any]], operator.add]
-    rounds: Annotated[list[dict[str, Any]], operator.add]
-    plan: list[dict[str, Any]]
+    steps: Annotated[list[StepRecord], operator.add]
+    calls: Annotated[list[CallRecord], operator.add]
+    rounds: Annotated[list[RoundRecord], operator.add]
+    plan: list[PlannedCall]
     think_steps: int
-    final: dict[str, Any] | None
+    final: FinalRecord | None
 
 
 class DispatchInput(TypedDict):
     """What one parallel branch (a ``Send`` to ``dispatch``) receives: one planned call."""
 
-    call: dict[str, Any]
+    call: PlannedCall
     query: str
     meta: dict[str, Any]
 

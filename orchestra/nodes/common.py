@@ -9,7 +9,7 @@ from orchestra.backends.base import CompletionRequest, context_tokens
 from orchestra.budget import CallCost, Reservation, max_output_that_fits
 from orchestra.policies.base import CallView, RoundView, RunView
 from orchestra.spec import ModelSpec
-from orchestra.state import RunContext, RunState
+from orchestra.state import CallRecord, PlannedCall, RunContext, RunState
 
 __all__ = ["build_view", "budget_dict", "plan_call", "call_record", "new_call_id"]
 
@@ -83,7 +83,7 @@ def plan_call(ctx: RunContext, model: ModelSpec, messages: list[dict[str, Any]],
     return fit, CallCost(usd=usd, input_tokens=prompt_tokens, output_tokens=fit)
 
 
-def request_for(ctx: RunContext, model: ModelSpec, call: dict[str, Any], meta: dict[str, Any],
+def request_for(ctx: RunContext, model: ModelSpec, call: PlannedCall, meta: dict[str, Any],
                 tools: list[dict[str, Any]] | None) -> CompletionRequest:
     timeout = model.timeout_s
     secs = ctx.ledger.seconds_left()
@@ -93,16 +93,16 @@ def request_for(ctx: RunContext, model: ModelSpec, call: dict[str, Any], meta: d
                              timeout_s=timeout, tools=tools, meta=meta)
 
 
-def reservation_of(call: dict[str, Any]) -> Reservation:
+def reservation_of(call: PlannedCall) -> Reservation:
     r = call["reservation"]
     return Reservation(id=r["id"], cost=CallCost(**r["cost"]), label=call["call_id"])
 
 
-def call_record(call: dict[str, Any], *, output: str, input_tokens: int, output_tokens: int,
+def call_record(call: PlannedCall, *, output: str, input_tokens: int, output_tokens: int,
                 cost_usd: float, latency_s: float, error: str | None,
                 tool_calls: list[dict[str, Any]] | None = None, requests: int = 1,
                 overrun: dict[str, Any] | None = None,
-                usage_note: str | None = None) -> dict[str, Any]:
+                usage_note: str | None = None) -> CallRecord:
     """A finished call as the state records it. ``requests`` counts the model requests it made
     (1, plus one per tool follow-up); the calls budget counts requests. ``overrun``: what was
     charged above the reservation (:meth:`~orchestra.budget.Overrun.to_dict` and a reason);

@@ -27,13 +27,13 @@ from orchestra.budget import CallCost, Reservation
 from orchestra.errors import BackendError, UserError
 from orchestra.nodes.common import budget_dict, call_record, plan_call, request_for, reservation_of
 from orchestra.spec import ModelSpec
-from orchestra.state import DispatchInput, RunContext
+from orchestra.state import CallRecord, DispatchInput, PlannedCall, RunContext
 from orchestra.trace.events import CallFinished, CallStarted
 
 __all__ = ["dispatch_node", "run_call"]
 
 
-async def run_call(ctx: RunContext, call: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+async def run_call(ctx: RunContext, call: PlannedCall, meta: dict[str, Any]) -> CallRecord:
     """Send one reserved call (and its tool follow-ups); return its record."""
     pool = ctx.pool
     model = pool.model(call["model"])
@@ -81,8 +81,7 @@ async def run_call(ctx: RunContext, call: dict[str, Any], meta: dict[str, Any]) 
             comp = await ctx.backend.complete(req)
         except BackendError as e:
             error = str(e)
-            billed_unknown = bool(getattr(e, "billed_unknown", False))
-            usage = getattr(e, "usage", None)
+            billed_unknown, usage = e.billed_unknown, e.usage
             if usage is None and not billed_unknown:
                 ctx.ledger.release(res, count_call=True)
                 break

@@ -18,13 +18,13 @@ from orchestra.nodes.common import budget_dict, plan_call
 from orchestra.nodes.dispatch import run_call
 from orchestra.prompts import build_messages, parse_refined, refiner_prompt
 from orchestra.refiners import vote
-from orchestra.state import RunContext, RunState
+from orchestra.state import CallRecord, PlannedCall, RunContext, RunState
 from orchestra.trace.events import Refined
 
 __all__ = ["refine_node", "refine_round", "round_pending"]
 
 
-def _vote(ctx: RunContext, ok: list[dict[str, Any]], query: str) -> tuple[str, dict[str, int]]:
+def _vote(ctx: RunContext, ok: list[CallRecord], query: str) -> tuple[str, dict[str, int]]:
     prio = [ctx.pool.model(c["model"]).quality or 0.0 for c in ok]
     idx, counts = vote([c["output"] for c in ok], priority=prio, query=query)
     return ok[idx]["output"], counts
@@ -51,7 +51,7 @@ async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
     kind: str = ctx.pool.refiner.kind
     conflicts: str | None = None
     votes: dict[str, int] = {}
-    extra: list[dict[str, Any]] = []
+    extra: list[CallRecord] = []
     refiner_name: str = kind
     if not ok:
         answer = ""
@@ -79,8 +79,8 @@ async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
     }
 
 
-async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[dict[str, Any]]
-                      ) -> tuple[str, str | None, dict[str, int], list[dict[str, Any]], str]:
+async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[CallRecord]
+                      ) -> tuple[str, str | None, dict[str, int], list[CallRecord], str]:
     pool = ctx.pool
     agent = pool.refiner_agent()
     assert agent is not None
@@ -101,7 +101,7 @@ async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[dict[
         if res is None or isinstance(fit, str):
             answer, votes = _vote(ctx, ok, state["query"])
             return answer, None, votes, [], "vote (no budget for the llm refiner)"
-        call = {
+        call: PlannedCall = {
             "call_id": call_id, "round": rnd, "role": "refine", "agent": agent.name,
             "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
             "max_tokens": fit[0],

@@ -21,7 +21,14 @@ from orchestra.nodes.common import budget_dict, build_view, new_call_id, plan_ca
 from orchestra.nodes.refine import refine_round, round_pending
 from orchestra.policies.base import Answer, Route, RunView, Think
 from orchestra.prompts import build_messages
-from orchestra.state import RunContext, RunState
+from orchestra.state import (
+    DroppedCall,
+    PlannedCall,
+    RunContext,
+    RunState,
+    StepCall,
+    StepRecord,
+)
 from orchestra.trace.events import PolicyDecided
 
 __all__ = ["route_node"]
@@ -108,7 +115,7 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
                 run_id=ctx.run_id, round=rnd, action="think", reason="think limit reached",
                 note=action.note, budget_left=budget_dict(ctx), latency_s=decide_s))
             return _finish(state, ctx, view, "think_limit")
-        step = {"round": rnd, "action": "think", "reason": action.reason,
+        step: StepRecord = {"round": rnd, "action": "think", "reason": action.reason,
                 "scores": dict(action.scores), "note": action.note, "calls": [], "dropped": []}
         ctx.emitter.emit(PolicyDecided(
             run_id=ctx.run_id, round=rnd, action="think", reason=action.reason,
@@ -118,12 +125,12 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
                 "plan": []}
 
     if isinstance(action, Answer):
-        step = {"round": rnd, "action": "answer", "reason": action.reason,
+        answered: StepRecord = {"round": rnd, "action": "answer", "reason": action.reason,
                 "scores": dict(action.scores), "note": None, "calls": [], "dropped": []}
         ctx.emitter.emit(PolicyDecided(
             run_id=ctx.run_id, round=rnd, action="answer", reason=action.reason,
             scores=dict(action.scores), budget_left=budget_dict(ctx), latency_s=decide_s))
-        return {**_finish(state, ctx, view, "answered", action.text), "steps": [step]}
+        return {**_finish(state, ctx, view, "answered", action.text), "steps": [answered]}
 
     if not isinstance(action, Route):
         raise RoutingError(
@@ -134,8 +141,8 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
 
     pool = ctx.pool
     meta = dict(state.get("meta") or {})
-    planned: list[dict[str, Any]] = []
-    dropped: list[dict[str, Any]] = []
+    planned: list[PlannedCall] = []
+    dropped: list[DroppedCall] = []
     costs: list[tuple[CallCost, str]] = []
     for c in action.calls:
         agent = pool.agent(c.agent) if c.agent else pool.answer_agent
@@ -170,25 +177,26 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
     kept = []
     for p, res in zip(planned, reservations, strict=True):
         if res is None:
-            dropped.append({"agent": p["agent"], "model": p["model"], "limit": refused})
+            dropped.append({"agent": p["agent"], "model": p["model"], "limit": refused or "usd"})
             continue
         p["reservation"] = {"id": res.id, "cost": {"usd": res.cost.usd,
                                                    "input_tokens": res.cost.input_tokens,
                                                    "output_tokens": res.cost.output_tokens}}
         kept.append(p)
 
-    summary = [{"call_id": p["call_id"], "agent": p["agent"], "model": p["model"],
+    summary: list[StepCall] = [{"call_id": p["call_id"], "agent": p["agent"], "model": p["model"],
                 "max_tokens": p["max_tokens"], "reserved_usd": p["reservation"]["cost"]["usd"]}
                for p in kept]
-    step = {"round": rnd, "action": "route", "reason": action.reason, "scores": dict(action.scores),
+    routed: StepRecord = {"round": rnd, "action": "route", "reason": action.reason, "scores": dict(action.scores),
             "note": None, "calls": summary, "dropped": dropped}
     ctx.emitter.emit(PolicyDecided(
         run_id=ctx.run_id, round=rnd, action="route", reason=action.reason,
-        scores=dict(action.scores), calls=summary, dropped=dropped, budget_left=budget_dict(ctx),
+        scores=dict(action.scores), calls=[dict(c) for c in summary],
+        dropped=[dict(d) for d in dropped], budget_left=budget_dict(ctx),
         latency_s=decide_s))
     if not kept:
         limit = next((d["limit"] for d in dropped if d.get("limit")), "usd")
         out = _finish(state, ctx, view, _limit_reason(limit))
-        out["steps"] = [step]
+        out["steps"] = [routed]
         return out
-    return {"plan": kept, "steps": [step]}
+    return {"plan": kept, "steps": [routed]}

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestra.errors import UserError
-from orchestra.policies.base import Answer, Call, Route, RunView
+from orchestra.policies.base import Action, Answer, Call, Route, RunView
 from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:  # annotations only: listing policies stays free of pydantic
@@ -60,7 +60,7 @@ class _OneShot:
     def choose(self, view: RunView) -> tuple[ModelSpec, str]:
         raise NotImplementedError
 
-    def decide(self, view: RunView) -> Any:
+    def decide(self, view: RunView) -> Action:
         if view.rounds:
             return Answer(reason="one call made")
         model, reason = self.choose(view)
@@ -170,7 +170,7 @@ class CascadePolicy:
             return self.verifier_model
         return min(self.verifier_models, key=nominal_cost).name
 
-    def decide(self, view: RunView) -> Any:
+    def decide(self, view: RunView) -> Action:
         answer_rounds = [r for r in view.rounds if any(c.agent == self.agent for c in r.calls)]
         if not view.rounds:
             m = self.ladder[0]
@@ -237,7 +237,7 @@ class EnsemblePolicy:
         self.layers = layers
         self.name = f"ensemble(k={len(self.chosen)},layers={layers})"
 
-    def decide(self, view: RunView) -> Any:
+    def decide(self, view: RunView) -> Action:
         if view.round >= self.layers:
             return Answer(reason=f"{self.layers} layer(s) done")
         prompt = None

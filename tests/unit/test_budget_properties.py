@@ -680,10 +680,8 @@ class ProviderBackend(FunctionBackend):
             return rng.choice([ConnectionError("connection reset"),
                                BackendError("rate limited", model=req.model.id, transient=True)])
         if u < self.b.p_fail + self.b.p_billed_unknown:
-            err = BackendError("timed out; the provider may have billed it", model=req.model.id,
-                               transient=True)
-            err.billed_unknown = True  # type: ignore[attr-defined]
-            return err
+            return BackendError("timed out; the provider may have billed it", model=req.model.id,
+                                transient=True, billed_unknown=True)
         if req.tools and rng.random() < self.b.p_tool:
             calls = [{"id": f"t{k}", "name": rng.choice(["add", "nope"]),
                       "arguments": rng.choice([{"a": 1, "b": 2}, {"a": "x"}, {}])}
@@ -707,7 +705,7 @@ class ProviderBackend(FunctionBackend):
         try:
             comp = await super().complete(request)
         except BackendError as e:
-            if getattr(e, "billed_unknown", False):  # the invoice may include the whole call
+            if e.billed_unknown:  # the invoice may include the whole call
                 with self._lock:
                     self.billed_usd += worst
                     self.billed_tokens += prompt + request.max_tokens

@@ -211,8 +211,7 @@ def test_backend_failure_is_recorded_and_the_run_goes_on() -> None:
 
 def test_timed_out_call_keeps_its_reservation_as_spent() -> None:
     pool = make_pool()
-    err = BackendError("m0 timed out", model="test/m0", transient=True)
-    err.billed_unknown = True  # type: ignore[attr-defined]
+    err = BackendError("m0 timed out", model="test/m0", transient=True, billed_unknown=True)
     r = orch(pool, FunctionBackend(lambda r: err), policy="cheapest").run("q")
     started = [e for e in r.events if e.kind == "call_started"][0]
     assert r.cost_usd == pytest.approx(started.reserved_usd) and r.cost_usd > 0

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from orchestra.backends.priced import priced_model
 from orchestra.errors import UserError
-from orchestra.policies.base import Answer, RunView
+from orchestra.policies.base import Action, Answer, RunView
 from orchestra.policies.gnn.graph import (
     LIKE,
     SIDE_FEATURES,
@@ -452,7 +452,7 @@ class GNNPolicy:
         }
         return [cands[i] for i in picked], scores
 
-    def decide(self, view: RunView) -> Any:
+    def decide(self, view: RunView) -> Action:
         if view.rounds:
             return Answer(reason="routed once; answering")
         task = view.meta.get("task") if view.meta else None

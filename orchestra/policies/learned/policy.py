@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestra.errors import UserError
-from orchestra.policies.base import Answer, Call, Route, RunView
+from orchestra.policies.base import Action, Answer, Call, Route, RunView
 from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class LearnedRouterPolicy:
         }
         return [self.model_names[i] for i in picked], scores
 
-    def decide(self, view: RunView) -> Any:
+    def decide(self, view: RunView) -> Action:
         if view.rounds:
             return Answer(reason="routed once; answering")
         task = view.meta.get("task") if view.meta else None
