@@ -78,7 +78,7 @@ async def old_run(o: Orchestra, home: Path, rid: str, query: str | None,
     """A durable run (``query``) or resume (None) as the old design made it: one shared file."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from orchestra.graph import build_graph
+    from orchestra._graph import build_graph
 
     terms = RunTerms(pool=o.pool, policy=o.policy, budget=o.budget, max_think_steps=8)
     init: Any = None if query is None else {

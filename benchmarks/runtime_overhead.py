@@ -294,7 +294,7 @@ async def measure_fanout(ks: list[int], repeats: int, seed: int, lat_range: tupl
 
 # ---------------------------------------------------------------------------------- profile
 _BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
-    ("orchestra.nodes (route, dispatch, refine, common)", lambda f: "/orchestra/nodes/" in f),
+    ("orchestra._nodes (route, dispatch, refine, common)", lambda f: "/orchestra/_nodes/" in f),
     ("orchestra.trace (events, store, emitter)", lambda f: "/orchestra/trace/" in f),
     ("orchestra.runtime (_invoke)", lambda f: f.endswith("/orchestra/runtime.py")),
     ("orchestra (budget, policies, prompts, testing)",

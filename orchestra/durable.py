@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from orchestra.policies.base import Policy
     from orchestra.spec import Budget, Pool
-    from orchestra.state import CallRecord
+    from orchestra._state import CallRecord
 
 __all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark", "pool_spec", "resumed_terms",
            "run_key"]
@@ -467,7 +467,7 @@ def resumed_terms(stored: dict[str, Any] | None, own: RunTerms, *, run_id: str,
     """
     from orchestra.policies.resolve import resolve_policy
     from orchestra.spec import Budget, Pool
-    from orchestra.state import CallRecord
+    from orchestra._state import CallRecord
 
     if stored is None:  # a run checkpointed before terms were stored
         return own

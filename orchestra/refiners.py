@@ -1,6 +1,6 @@
 """Merging a round's outputs: majority vote over extracted short answers.
 
-The LLM refiner (a model call) lives in :mod:`orchestra.nodes.refine`; the extraction and voting
+The LLM refiner (a model call) lives in :mod:`orchestra._nodes.refine`; the extraction and voting
 here are pure functions, also used by the evaluation harness to grade short answers.
 """
 

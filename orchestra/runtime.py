@@ -33,7 +33,7 @@ from orchestra.errors import UserError
 from orchestra.policies.base import Policy
 from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import Budget, Pool
-from orchestra.state import CallRecord, RunContext, RunState
+from orchestra._state import CallRecord, RunContext, RunState
 from orchestra.trace.events import (
     INTERRUPTED,
     CallFinished,
@@ -381,7 +381,7 @@ class Orchestra:
 
     # ------------------------------------------------------------------ internals
     def _compiled(self, checkpointer: Any) -> Any:
-        from orchestra.graph import build_graph
+        from orchestra._graph import build_graph
 
         if checkpointer is not None:
             return build_graph(checkpointer)

@@ -224,7 +224,7 @@ def test_a_run_checkpointed_in_the_single_shared_file_of_earlier_versions_resume
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from orchestra.graph import build_graph
+    from orchestra._graph import build_graph
 
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
     store = SQLiteTraceStore(tmp_path / "t.sqlite")
