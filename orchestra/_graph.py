@@ -1,7 +1,7 @@
 """build_graph(): route → dispatch (fan-out with Send) → route … → END.
 
 Each round is route (decide, reserve) → dispatch ×k in parallel → the next route step, which
-first refines the round's outputs (``orchestra.nodes.refine.refine_round``) and then decides
+first refines the round's outputs (``orchestra._nodes.refine.refine_round``) and then decides
 again: route → dispatch → refine → route, in two LangGraph supersteps per round.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from orchestra.nodes import dispatch_node, route_node
-from orchestra.state import RunContext, RunState
+from orchestra._nodes import dispatch_node, route_node
+from orchestra._state import RunContext, RunState
 
 __all__ = ["build_graph"]
 

@@ -9,7 +9,7 @@ from orchestra.backends.base import CompletionRequest, context_tokens
 from orchestra.budget import CallCost, Reservation, max_output_that_fits
 from orchestra.policies.base import CallView, RoundView, RunView
 from orchestra.spec import ModelSpec
-from orchestra.state import CallRecord, PlannedCall, RunContext, RunState
+from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
 
 __all__ = ["build_view", "budget_dict", "plan_call", "call_record", "new_call_id"]
 

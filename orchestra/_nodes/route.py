@@ -17,11 +17,11 @@ from langgraph.runtime import Runtime
 
 from orchestra.budget import CallCost
 from orchestra.errors import OrchestraError, RoutingError
-from orchestra.nodes.common import budget_dict, build_view, new_call_id, plan_call
-from orchestra.nodes.refine import refine_round, round_pending
+from orchestra._nodes.common import budget_dict, build_view, new_call_id, plan_call
+from orchestra._nodes.refine import refine_round, round_pending
 from orchestra.policies.base import Answer, Route, RunView, Think
 from orchestra.prompts import build_messages
-from orchestra.state import (
+from orchestra._state import (
     DroppedCall,
     PlannedCall,
     RunContext,
