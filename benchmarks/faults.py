@@ -135,7 +135,7 @@ async def one_run(seed: int, weights: dict[str, float], store: TraceStore,
         rid = f"faults-{seed}-{plan.id[:8]}"
         try:
             result = await orch.arun(QUERY, meta={"fault_plan": plan.id}, run_id=rid)
-        except Exception as e:  # a lost run: whatever was paid, the caller got no result
+        except Exception as e:  # noqa: BLE001 - a lost run: whatever was paid, no result came back
             out["lost"] = {"seed": seed, "error": f"{type(e).__name__}: {e}"[:300]}
             return out
         finally:

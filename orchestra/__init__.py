@@ -45,16 +45,43 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Orchestra", "RunResult", "ChatSession",
-    "Pool", "ModelSpec", "AgentSpec", "RefinerSpec", "ToolSpec", "Budget", "Example",
-    # writing a policy
-    "Policy", "Action", "Call", "Route", "Think", "Answer", "RunView", "RoundView", "CallView",
-    "BudgetLeft", "register_policy", "resolve_policy",
+    "Action",
+    "AgentSpec",
+    "Answer",
     # writing a backend
-    "Backend", "CompletionRequest", "Completion",
+    "Backend",
+    "BackendError",
+    "Budget",
+    "BudgetLeft",
+    "Call",
+    "CallView",
+    "ChatSession",
+    "Completion",
+    "CompletionRequest",
     # traces
-    "Event", "TraceStore", "SQLiteTraceStore", "MemoryTraceStore",
-    "OrchestraError", "UserError", "RunError", "BackendError", "RoutingError",
+    "Event",
+    "Example",
+    "MemoryTraceStore",
+    "ModelSpec",
+    "Orchestra",
+    "OrchestraError",
+    # writing a policy
+    "Policy",
+    "Pool",
+    "RefinerSpec",
+    "RoundView",
+    "Route",
+    "RoutingError",
+    "RunError",
+    "RunResult",
+    "RunView",
+    "SQLiteTraceStore",
+    "Think",
+    "ToolSpec",
+    "TraceStore",
+    "UserError",
+    "register_policy",
+    "resolve_policy",
 ]
 
 _LAZY = {

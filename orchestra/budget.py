@@ -28,7 +28,7 @@ from typing import Any
 
 from orchestra.spec import Budget
 
-__all__ = ["Ledger", "Reservation", "BudgetLeft", "CallCost", "Overrun"]
+__all__ = ["BudgetLeft", "CallCost", "Ledger", "Overrun", "Reservation"]
 
 _EPS = 1e-12
 

@@ -28,7 +28,6 @@ from typer.core import TyperCommand, TyperGroup
 
 from orchestra.errors import OrchestraError, UserError
 
-
 #: Help and usage errors are click's plain text: typer's rich formatting imports
 #: ``typer.rich_utils`` (rich.markdown, markdown-it: ~85 ms, a third of ``--help``'s start-up).
 #: Commands and groups mounted on ``app`` (lazy ones included) inherit it.
@@ -365,7 +364,7 @@ def _meter(spent: float, limit: float | None, width: int = 20) -> str:
     if not limit:
         return f"{money(spent)} spent (no limit)"
     frac = min(1.0, spent / limit)
-    full = int(round(frac * width))
+    full = round(frac * width)
     return f"[{'█' * full}{'░' * (width - full)}] {money(spent)} / {money(limit)} ({frac:.0%})"
 
 

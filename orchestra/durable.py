@@ -44,9 +44,9 @@ from orchestra.errors import UserError
 if TYPE_CHECKING:
     import aiosqlite
 
+    from orchestra._state import CallRecord
     from orchestra.policies.base import Policy
     from orchestra.spec import Budget, Pool
-    from orchestra._state import CallRecord
 
 __all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark", "pool_spec", "resumed_terms",
            "run_key"]
@@ -467,7 +467,6 @@ def resumed_terms(stored: dict[str, Any] | None, own: RunTerms, *, run_id: str,
     """
     from orchestra.policies.resolve import resolve_policy
     from orchestra.spec import Budget, Pool
-    from orchestra._state import CallRecord
 
     if stored is None:  # a run checkpointed before terms were stored
         return own

@@ -11,11 +11,11 @@ Exceptions never log; only the CLI formats them.
 from __future__ import annotations
 
 __all__ = [
-    "OrchestraError",
-    "UserError",
-    "RunError",
     "BackendError",
+    "OrchestraError",
     "RoutingError",
+    "RunError",
+    "UserError",
 ]
 
 

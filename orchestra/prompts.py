@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestra.spec import AgentSpec, ModelSpec
 
-__all__ = ["build_messages", "refiner_prompt", "parse_refined"]
+__all__ = ["build_messages", "parse_refined", "refiner_prompt"]
 
 
 def build_messages(
@@ -51,9 +51,9 @@ def refiner_prompt(query: str, outputs: Sequence[tuple[str, str]]) -> str:
         lines.append(f"[{i}] ({who}) {text.strip()}")
     lines += [
         "",
-        "Write the single best answer to the question, using the candidates critically. "
-        "Then, on a last line starting with 'Conflicts:', say where the candidates disagree "
-        "(or 'Conflicts: none').",
+        ("Write the single best answer to the question, using the candidates critically. "
+         "Then, on a last line starting with 'Conflicts:', say where the candidates disagree "
+         "(or 'Conflicts: none')."),
     ]
     return "\n".join(lines)
 
@@ -63,7 +63,7 @@ def parse_refined(text: str) -> tuple[str, str | None]:
     answer_lines, conflicts = [], None
     for line in text.strip().splitlines():
         low = line.strip().lower()
-        if low.startswith("conflicts:") or low.startswith("**conflicts"):
+        if low.startswith(("conflicts:", "**conflicts")):
             conflicts = line.split(":", 1)[1].strip().strip("*").strip() or None
             continue
         answer_lines.append(line)

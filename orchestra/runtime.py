@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from orchestra._state import CallRecord, RunContext, RunState
 from orchestra.backends.base import Backend
 from orchestra.backends.priced import priced_pool
 from orchestra.budget import Ledger, Overrun
@@ -33,7 +34,7 @@ from orchestra.errors import UserError
 from orchestra.policies.base import Policy
 from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import Budget, Pool
-from orchestra._state import CallRecord, RunContext, RunState
+from orchestra.trace.emitter import Emitter
 from orchestra.trace.events import (
     INTERRUPTED,
     CallFinished,
@@ -42,11 +43,10 @@ from orchestra.trace.events import (
     RunFinished,
     RunStarted,
 )
-from orchestra.trace.emitter import Emitter
 from orchestra.trace.liveness import resume_command
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
-__all__ = ["Orchestra", "RunResult", "ChatSession"]
+__all__ = ["ChatSession", "Orchestra", "RunResult"]
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ def _apply_budget(base: Budget, budget: Budget | Mapping[str, Any] | None) -> Bu
         merged = base.merged(**dict(budget))
     except UserError:
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any rejection of the limits is the user's to fix
         raise UserError(f"bad budget {dict(budget)!r}: {e}") from None
     return Budget(**merged.model_dump())
 
@@ -190,7 +190,7 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     def target() -> None:
         try:
             box["v"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             box["e"] = e
 
     t = threading.Thread(target=target)

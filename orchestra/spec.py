@@ -27,15 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestra.errors import UserError
 
 __all__ = [
+    "TEMPLATE_FIELDS",
+    "AgentSpec",
+    "Budget",
+    "Example",
     "ModelSpec",
+    "Pool",
+    "RefinerSpec",
     "ToolSpec",
     "UnsafeToolWarning",
-    "AgentSpec",
-    "RefinerSpec",
-    "Budget",
-    "Pool",
-    "Example",
-    "TEMPLATE_FIELDS",
     "format_validation_error",
 ]
 
@@ -470,7 +470,7 @@ class Budget(_Strict):
                 )
         return self
 
-    def merged(self, **override: float | int | None) -> Budget:
+    def merged(self, **override: float | None) -> Budget:
         """A copy with the given non-None limits replaced."""
         return self.model_copy(update={k: v for k, v in override.items() if v is not None})
 

@@ -21,13 +21,13 @@ from orchestra.errors import BackendError
 from orchestra.spec import AgentSpec, Budget, ModelSpec, Pool, RefinerSpec
 
 __all__ = [
+    "CallRecord",
     "FunctionBackend",
     "ScriptedBackend",
-    "CallRecord",
     "count_tokens",
-    "prompt_tokens",
-    "make_pool",
     "last_user_message",
+    "make_pool",
+    "prompt_tokens",
 ]
 
 

@@ -5,4 +5,4 @@ from orchestra._nodes.dispatch import dispatch_node
 from orchestra._nodes.refine import refine_node
 from orchestra._nodes.route import route_node
 
-__all__ = ["route_node", "dispatch_node", "refine_node"]
+__all__ = ["dispatch_node", "refine_node", "route_node"]

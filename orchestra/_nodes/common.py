@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
 from orchestra.backends.base import CompletionRequest, context_tokens
 from orchestra.budget import CallCost, Reservation, max_output_that_fits
 from orchestra.policies.base import CallView, RoundView, RunView
 from orchestra.spec import ModelSpec
-from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
 
-__all__ = ["build_view", "budget_dict", "plan_call", "call_record", "new_call_id"]
+__all__ = ["budget_dict", "build_view", "call_record", "new_call_id", "plan_call"]
 
 
 def new_call_id() -> str:

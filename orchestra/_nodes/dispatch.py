@@ -22,12 +22,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from orchestra._nodes.common import budget_dict, call_record, plan_call, request_for, reservation_of
+from orchestra._state import CallRecord, DispatchInput, PlannedCall, RunContext
 from orchestra.backends.base import Completion
 from orchestra.budget import CallCost, Reservation
 from orchestra.errors import BackendError, UserError
-from orchestra._nodes.common import budget_dict, call_record, plan_call, request_for, reservation_of
 from orchestra.spec import ModelSpec
-from orchestra._state import CallRecord, DispatchInput, PlannedCall, RunContext
 from orchestra.trace.events import CallFinished, CallStarted
 
 __all__ = ["dispatch_node", "run_call"]

@@ -16,9 +16,9 @@ from langgraph.runtime import Runtime
 
 from orchestra._nodes.common import budget_dict, plan_call
 from orchestra._nodes.dispatch import run_call
+from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
 from orchestra.prompts import build_messages, parse_refined, refiner_prompt
 from orchestra.refiners import vote
-from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
 from orchestra.trace.events import Refined
 
 __all__ = ["refine_node", "refine_round", "round_pending"]

@@ -15,12 +15,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from orchestra.budget import CallCost
-from orchestra.errors import OrchestraError, RoutingError
 from orchestra._nodes.common import budget_dict, build_view, new_call_id, plan_call
 from orchestra._nodes.refine import refine_round, round_pending
-from orchestra.policies.base import Answer, Route, RunView, Think
-from orchestra.prompts import build_messages
 from orchestra._state import (
     DroppedCall,
     PlannedCall,
@@ -29,6 +25,10 @@ from orchestra._state import (
     StepCall,
     StepRecord,
 )
+from orchestra.budget import CallCost
+from orchestra.errors import OrchestraError, RoutingError
+from orchestra.policies.base import Answer, Route, RunView, Think
+from orchestra.prompts import build_messages
 from orchestra.trace.events import PolicyDecided
 
 __all__ = ["route_node"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from orchestra.spec import ModelSpec
 
-__all__ = ["CompletionRequest", "Completion", "Backend", "context_tokens", "utf8_token_bound"]
+__all__ = ["Backend", "Completion", "CompletionRequest", "context_tokens", "utf8_token_bound"]
 
 
 @dataclass(frozen=True)

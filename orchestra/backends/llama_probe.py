@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "ProbeResult",
     "PORTABLE_CMAKE_ARGS",
     "REBUILD_HINT",
-    "probe_llama",
-    "ensure_llama_runs",
+    "ProbeResult",
     "build_key",
     "compiled_features",
+    "ensure_llama_runs",
+    "probe_llama",
 ]
 
 CHILD_ENV = "ORCHESTRA_LLAMA_PROBE_CHILD"
@@ -165,7 +165,7 @@ def _default_model() -> str:
 
     try:
         local.LOCAL_MODELS["smollm2-135m-instruct"].path()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to find the file: probe llama.cpp alone
         return ""
     return "smollm2-135m-instruct"
 
@@ -189,6 +189,7 @@ def probe_llama(model: str | None = None, *, timeout: float = 180.0) -> ProbeRes
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD_CODE, model],
             env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return ProbeResult(False, "timeout",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["litellm_prices", "import_litellm", "register_custom_provider", "reply_provider_class"]
+__all__ = ["import_litellm", "litellm_prices", "register_custom_provider", "reply_provider_class"]
 
 
 def import_litellm():  # type: ignore[no-untyped-def]

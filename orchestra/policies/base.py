@@ -22,15 +22,15 @@ if TYPE_CHECKING:
     from orchestra.spec import Pool
 
 __all__ = [
-    "Call",
-    "Think",
-    "Route",
-    "Answer",
     "Action",
+    "Answer",
+    "Call",
     "CallView",
-    "RoundView",
-    "RunView",
     "Policy",
+    "RoundView",
+    "Route",
+    "RunView",
+    "Think",
 ]
 
 

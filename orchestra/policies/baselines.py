@@ -28,8 +28,14 @@ if TYPE_CHECKING:  # annotations only: listing policies stays free of pydantic
     from orchestra.spec import ModelSpec, Pool
 
 __all__ = [
-    "SinglePolicy", "CheapestPolicy", "StrongestPolicy", "RandomPolicy", "CascadePolicy",
-    "EnsemblePolicy", "nominal_cost", "strength_order",
+    "CascadePolicy",
+    "CheapestPolicy",
+    "EnsemblePolicy",
+    "RandomPolicy",
+    "SinglePolicy",
+    "StrongestPolicy",
+    "nominal_cost",
+    "strength_order",
 ]
 
 

@@ -30,10 +30,10 @@ def policy_names() -> dict[str, str]:
 
 def _load_builtin() -> None:
     # Importing the modules registers their policies.
-    import orchestra.policies.baselines  # noqa: F401
+    import orchestra.policies.baselines
 
     try:
-        import orchestra.policies.learned  # noqa: F401
+        import orchestra.policies.learned
     except ImportError:
         pass
     # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).

@@ -15,7 +15,17 @@ from orchestra.trace.events import (
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
 __all__ = [
-    "CallFinished", "CallStarted", "ErrorEvent", "Event", "PolicyDecided", "Refined",
-    "RunFinished", "RunStarted", "event_from_dict", "event_to_dict", "MemoryTraceStore",
-    "SQLiteTraceStore", "TraceStore",
+    "CallFinished",
+    "CallStarted",
+    "ErrorEvent",
+    "Event",
+    "MemoryTraceStore",
+    "PolicyDecided",
+    "Refined",
+    "RunFinished",
+    "RunStarted",
+    "SQLiteTraceStore",
+    "TraceStore",
+    "event_from_dict",
+    "event_to_dict",
 ]

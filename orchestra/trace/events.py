@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 __all__ = [
-    "RunStarted",
-    "PolicyDecided",
-    "CallStarted",
-    "CallFinished",
-    "Refined",
-    "RunFinished",
-    "ErrorEvent",
     "INTERRUPTED",
+    "CallFinished",
+    "CallStarted",
+    "ErrorEvent",
     "Event",
     "EventKind",
-    "event_to_dict",
+    "PolicyDecided",
+    "Refined",
+    "RunFinished",
+    "RunStarted",
     "event_from_dict",
+    "event_to_dict",
 ]
 
 EventKind = Literal[

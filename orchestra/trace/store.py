@@ -228,7 +228,7 @@ class TraceStore(ABC):
             f"run id prefix {prefix!r} is ambiguous ({len(matches)} runs); give more characters"
         )
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources."""
 
 

@@ -16,7 +16,8 @@ ORCH = [sys.executable, "-m", "orchestra.cli"]
 def cli(*args: str, db: Path, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORCHESTRA_TRACE_DB": str(db), "ORCHESTRA_HOME": str(db.parent)}
     return subprocess.run([*ORCH, *args], capture_output=True, text=True, input=stdin,
-                          timeout=timeout, env=env, cwd=Path(__file__).resolve().parents[2])
+                          timeout=timeout, env=env, cwd=Path(__file__).resolve().parents[2],
+                          check=False)
 
 
 @pytest.mark.local_model
@@ -78,7 +79,7 @@ def test_bad_input_is_one_readable_line_and_a_nonzero_exit(tmp_path: Path, args:
     env_keys = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     p = subprocess.run([*ORCH, *args], capture_output=True, text=True, timeout=120,
                        env={**env_keys, "ORCHESTRA_TRACE_DB": str(db), "ORCHESTRA_HOME": str(tmp_path)},
-                       cwd=Path(__file__).resolve().parents[2])
+                       cwd=Path(__file__).resolve().parents[2], check=False)
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in " ".join(p.stderr.split())
     assert "Traceback" not in p.stderr

@@ -15,8 +15,7 @@ from orchestra.backends.litellm_client import LiteLLMBackend
 from orchestra.spec import Pool
 from orchestra.testing_server import FakeOpenAIServer
 
-WORDS = ("the committee reviewed several proposals about regional transport funding and "
-         "asked each applicant to explain expected costs benefits and timelines ").split()
+WORDS = ["the", "committee", "reviewed", "several", "proposals", "about", "regional", "transport", "funding", "and", "asked", "each", "applicant", "to", "explain", "expected", "costs", "benefits", "and", "timelines"]
 
 
 def prompt(n_words: int) -> str:

@@ -132,7 +132,7 @@ def test_ctrl_c_is_stored_as_interrupted_and_resume_takes_new_limits(tmp_path: P
         assert f"orchestra resume {run_id}" in row["stop_reason"]
         listed = subprocess.run([sys.executable, "-m", "orchestra.cli", "traces", "list",
                                  "--status", "interrupted", "--json", "--db", str(db)],
-                                capture_output=True, text=True, timeout=120,
+                                capture_output=True, text=True, timeout=120, check=False,
                                 env={**os.environ, "ORCHESTRA_HOME": str(home)})
         assert listed.returncode == 0, listed.stderr
         [shown] = json.loads(listed.stdout)
@@ -151,6 +151,6 @@ def test_ctrl_c_is_stored_as_interrupted_and_resume_takes_new_limits(tmp_path: P
     assert not list(home.rglob("*.sqlite-wal")) and not [
         p for p in home.rglob("*.sqlite") if p.stem == run_id]
     again = subprocess.run([sys.executable, "-m", "orchestra.cli", "resume", run_id, "--db",
-                            str(db)], capture_output=True, text=True, timeout=120,
+                            str(db)], capture_output=True, text=True, timeout=120, check=False,
                            env={**os.environ, "ORCHESTRA_HOME": str(home)})
     assert again.returncode == 2 and "already finished" in again.stderr

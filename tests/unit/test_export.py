@@ -288,5 +288,6 @@ def test_a_run_with_a_damaged_stored_event_is_skipped(tmp_path: Path) -> None:
     skipped: list[tuple[str, str]] = []
     assert export_runs(s, tmp_path / "e.jsonl",
                        on_skip=lambda rid, why: skipped.append((rid, why))) == 1
-    assert skipped == [("hurt", "ValueError: event 1 of run 'hurt' is not JSON (Expecting "
-                                "property name enclosed in double quotes: line 1 column 2 (char 1))")]
+    assert skipped == [("hurt", ("ValueError: event 1 of run 'hurt' is not JSON (Expecting "
+                                 "property name enclosed in double quotes: line 1 column 2 "
+                                 "(char 1))"))]

@@ -72,14 +72,14 @@ def test_cli_run_on_a_trapping_build_exits_2_with_one_line_and_keeps_the_trace(
     p = subprocess.run(
         [sys.executable, "-m", "orchestra.cli", "run", "What is the capital of France?",
          "--pool", "local", "--policy", "single:smollm2", "--json"],
-        capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=300,
+        capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=300, check=False,
     )
     assert p.returncode != -4, "the process died of SIGILL"
     assert "SIGILL" in p.stdout + p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     listed = subprocess.run(
         [sys.executable, "-m", "orchestra.cli", "traces", "list", "--json"],
-        capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=120,
+        capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=120, check=False,
     )
     runs = json.loads(listed.stdout)
     assert len(runs) == 1  # the failed run is recorded, not lost
@@ -90,7 +90,8 @@ def test_doctor_reports_the_trapping_build_as_a_failed_line_with_its_fix(
 ) -> None:
     env = {**os.environ, "ORCHESTRA_HOME": str(trapping_llama / "home")}
     p = subprocess.run([sys.executable, "-m", "orchestra.cli", "doctor", "--json"],
-                       capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=300)
+                       capture_output=True, text=True, env=env, cwd=trapping_llama, timeout=300,
+                       check=False)
     assert p.returncode == 1, p.stderr
     checks = {c["name"]: c for c in json.loads(p.stdout)["checks"]}
     assert checks["llama.cpp"]["status"] == "fail"

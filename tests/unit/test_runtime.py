@@ -63,7 +63,7 @@ def test_vote_refiner_takes_the_majority() -> None:
     be = ScriptedBackend({"a": "The answer is (B).", "b": "B", "c": "A"})
     r = orch(pool, be, policy="ensemble", policy_params={"k": 3}).run("Pick A or B")
     assert r.answer in ("The answer is (B).", "B")
-    refined = [e for e in r.events if e.kind == "refined"][0]
+    refined = next(e for e in r.events if e.kind == "refined")
     assert refined.votes == {"B": 2, "A": 1}
 
 
@@ -77,7 +77,7 @@ def test_llm_refiner_merges_and_reports_conflicts() -> None:
 
     r = orch(pool, FunctionBackend(reply), policy="ensemble", policy_params={"k": 2}).run("capital?")
     assert r.answer == "Paris is the capital."
-    refined = [e for e in r.events if e.kind == "refined"][0]
+    refined = next(e for e in r.events if e.kind == "refined")
     assert refined.conflicts == "candidate 2 said Lyon."
     assert refined.refiner.startswith("llm:refiner@")
     assert r.calls == 3  # two proposers and the refiner, all charged
@@ -129,7 +129,7 @@ def test_think_notes_reach_the_prompt_and_answer_text_is_used() -> None:
     kinds = [(e.kind, getattr(e, "action", None)) for e in r.events]
     assert kinds[0] == ("run_started", None)
     assert ("policy_decided", "think") in kinds and kinds[-1] == ("run_finished", None)
-    decided = [e for e in r.events if e.kind == "policy_decided" and e.action == "route"][0]
+    decided = next(e for e in r.events if e.kind == "policy_decided" and e.action == "route")
     assert decided.scores == {"m0": 1.0}
 
 
@@ -150,7 +150,7 @@ def test_a_call_that_does_not_fit_is_never_sent() -> None:
     r = orch(pool, be, policy="cheapest", budget=Budget(usd=1e-6)).run("q")
     assert be.calls == []
     assert r.stop_reason == "budget:usd" and r.cost_usd == 0
-    decided = [e for e in r.events if e.kind == "policy_decided"][0]
+    decided = next(e for e in r.events if e.kind == "policy_decided")
     assert decided.dropped and decided.dropped[0]["limit"] == "usd"
 
 
@@ -160,11 +160,11 @@ def test_parallel_calls_reserve_together_and_the_excess_is_dropped() -> None:
                      max_output_tokens=20)
     be = FunctionBackend(lambda r: "ok")
     probe = orch(pool, FunctionBackend(lambda r: "ok"), policy="single:a").run("q")
-    worst_one = [e for e in probe.events if e.kind == "call_started"][0].reserved_usd
+    worst_one = next(e for e in probe.events if e.kind == "call_started").reserved_usd
     budget = Budget(usd=worst_one * 2.5, rounds=1)
     r = orch(pool, be, policy="ensemble", policy_params={"k": 4}, budget=budget).run("q")
     assert len(be.calls) == 2
-    decided = [e for e in r.events if e.kind == "policy_decided"][0]
+    decided = next(e for e in r.events if e.kind == "policy_decided")
     assert len(decided.calls) == 2 and len(decided.dropped) == 2
     assert r.cost_usd <= budget.usd
 
@@ -213,7 +213,7 @@ def test_timed_out_call_keeps_its_reservation_as_spent() -> None:
     pool = make_pool()
     err = BackendError("m0 timed out", model="test/m0", transient=True, billed_unknown=True)
     r = orch(pool, FunctionBackend(lambda r: err), policy="cheapest").run("q")
-    started = [e for e in r.events if e.kind == "call_started"][0]
+    started = next(e for e in r.events if e.kind == "call_started")
     assert r.cost_usd == pytest.approx(started.reserved_usd) and r.cost_usd > 0
 
 
@@ -280,7 +280,7 @@ def test_tools_are_called_and_their_result_goes_back_to_the_model() -> None:
     r = orch(pool, be, policy="cheapest").run("2+3?")
     assert r.answer == "The sum is 5" and seen == ["2+3"]
     assert len(be.calls) == 2
-    finished = [e for e in r.events if e.kind == "call_finished"][0]
+    finished = next(e for e in r.events if e.kind == "call_finished")
     assert finished.tool_calls[0]["result"] == "5"
 
 

@@ -110,8 +110,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestra.errors import UserError
-from orchestra.trace.liveness import STALE_AFTER_S, as_shown
 from orchestra.trace.events import event_from_dict
+from orchestra.trace.liveness import STALE_AFTER_S, as_shown
 from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 
 __all__ = ["STATIC_DIR", "TOKEN_ENV", "ApiError", "ViewerAPI", "ViewerLimits", "ViewerServer",
