@@ -72,7 +72,8 @@ def gnn_command(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from orchestra.training.gnn import GNNTrainConfig, run_training
+    from orchestra.training.gnn import run_training
+    from orchestra.training.gnn_config import GNNTrainConfig
 
     con = Console(stderr=as_json)
     try:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from orchestra.policies.learned.chooser import fine_lambda_grid
-from orchestra.policies.learned.features import FloatArray, col_means
+from orchestra.policies.learned.features import FloatArray
 
 if TYPE_CHECKING:
     from orchestra.training.router_data import RouterData
@@ -72,10 +73,19 @@ def router_aiq(pred_scores: FloatArray, pred_costs: FloatArray, scores: FloatArr
     return aiq(pts[:, :2], max_cost)
 
 
-def cost_scale_of(costs: FloatArray) -> float:
-    """Mean cost per query of the most expensive model (the λ normalisation)."""
-    means = col_means(costs)
-    scale = float(means.max()) if len(means) else 0.0
+def cost_scale_of(costs: NDArray[np.floating[Any]]) -> float:
+    """Mean cost per query of the most expensive model: the λ normalisation (λ = 1 prices one
+    point of score at one average call of the priciest model; see
+    :func:`~orchestra.policies.learned.chooser.choose_models`).
+
+    Unrecorded (NaN) and infinite costs are left out of the means; 1.0 when no model has a
+    positive mean. Each mean is rounded to the precision of ``costs`` (the GNN's float32
+    matrices give a float32 mean, the other routers' float64 a float64 one).
+    """
+    c = np.asarray(costs)
+    seen = np.isfinite(c)
+    means = (np.where(seen, c, 0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)).astype(c.dtype)
+    scale = float(means.max()) if means.size else 0.0
     return scale if scale > 0 else 1.0
 
 

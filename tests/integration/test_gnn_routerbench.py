@@ -24,7 +24,10 @@ from orchestra.outcomes import OutcomeTable, load_outcomes
 from orchestra.policies.gnn.policy import GNNScorer
 from orchestra.policies.learned.chooser import fine_lambda_grid
 from orchestra.spec import ModelSpec
-from orchestra.training.gnn import GNNTrainConfig, bundle_from_table, fit_gnn, save_artifact
+from orchestra.training.gnn_artifact import save_artifact
+from orchestra.training.gnn_config import GNNTrainConfig
+from orchestra.training.gnn_data import bundle_from_table
+from orchestra.training.gnn_fit import fit_gnn
 from orchestra.training.lambdas import sweep_points
 
 MIXTRAL = "mistralai/mixtral-8x7b-chat"

@@ -32,12 +32,10 @@ from orchestra.policies.gnn.graph import (
 from orchestra.policies.gnn.model import GNNRouter, ModelConfig
 from orchestra.policies.gnn.policy import GNNPolicy, GNNScorer
 from orchestra.spec import AgentSpec, ModelSpec, Pool
-from orchestra.training.gnn import (
-    GNNTrainConfig,
-    bundle_from_table,
-    fit_gnn,
-    save_artifact,
-)
+from orchestra.training.gnn_artifact import save_artifact
+from orchestra.training.gnn_config import GNNTrainConfig
+from orchestra.training.gnn_data import bundle_from_table
+from orchestra.training.gnn_fit import fit_gnn
 
 torch.set_num_threads(1)
 
