@@ -161,10 +161,10 @@ def _default_model() -> str:
 
     Gemma is not used: resolving it may first assemble a 253 MB file from its chunks.
     """
-    from orchestra.backends import local
+    from orchestra.backends.local.registry import LOCAL_MODELS
 
     try:
-        local.LOCAL_MODELS["smollm2-135m-instruct"].path()
+        LOCAL_MODELS["smollm2-135m-instruct"].path()
     except Exception:  # noqa: BLE001 - any failure to find the file: probe llama.cpp alone
         return ""
     return "smollm2-135m-instruct"

