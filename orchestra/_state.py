@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from orchestra.trace.emitter import Emitter
 
 __all__ = [
+    "RUNTIME_ROLES",
     "CallRecord",
     "DispatchInput",
     "DroppedCall",
@@ -34,6 +35,7 @@ __all__ = [
     "RunState",
     "StepCall",
     "StepRecord",
+    "is_route_call",
 ]
 
 
@@ -57,7 +59,7 @@ class PlannedCall(TypedDict):
 
     call_id: str
     round: int
-    role: Literal["route", "refine"]
+    role: str
     agent: str
     model: str
     model_id: str
@@ -111,32 +113,47 @@ class DroppedCall(TypedDict):
 
 
 class StepRecord(TypedDict):
-    """One policy decision."""
+    """One policy decision (``invalid``: an action the runtime could not carry out; ``reason``
+    says why). ``merge``: the refiner the decision chose for its round (``None``: the pool's)."""
 
     round: int
-    action: Literal["think", "route", "answer"]
+    action: Literal["think", "route", "answer", "invalid"]
     reason: str
     scores: dict[str, Any]
     note: str | None
     calls: list[StepCall]
     dropped: list[DroppedCall]
+    merge: NotRequired[str | None]
 
 
 class RoundRecord(TypedDict):
-    """A refined round: its answer and how it was merged."""
+    """A refined round: its answer, how it was merged, and the call whose output the answer is
+    (``answer_from``: a route call's id, or the refiner call's)."""
 
     index: int
     answer: str
     refiner: str
     conflicts: str | None
     votes: dict[str, int]
+    answer_from: NotRequired[str | None]
 
 
 class FinalRecord(TypedDict):
-    """How the run ended."""
+    """How the run ended; ``answer_from``: the call id the answer came from, ``"policy"`` for a
+    text the policy wrote itself, ``None`` without an answer."""
 
     answer: str | None
     stop_reason: str
+    answer_from: NotRequired[str | None]
+
+
+#: Call roles the runtime gives; every other role is a route call (``route`` or a policy's label).
+RUNTIME_ROLES = frozenset({"refine", "policy"})
+
+
+def is_route_call(call: CallRecord | PlannedCall) -> bool:
+    """Whether a call answers the round's question (a route call, whatever label it carries)."""
+    return call["role"] not in RUNTIME_ROLES
 
 
 class RunState(TypedDict, total=False):
@@ -184,3 +201,10 @@ class RunContext:
     max_tool_steps: int = 4
     options: dict[str, Any] = field(default_factory=dict)
     journal: RunFile | None = None
+    #: what is asked for decisions: the policy, or the per-run decider its ``start`` returned
+    decider: Any = None
+    #: the policy's handle on the run (:class:`~orchestra._nodes.policy_calls.PolicyCalls`)
+    policy_calls: Any = None
+    #: what an invalid action does: ``fallback`` (record it, answer or take the default route)
+    #: or ``raise`` (a RoutingError)
+    on_invalid: Literal["fallback", "raise"] = "fallback"

@@ -20,15 +20,19 @@ def build_messages(
     notes: Sequence[str] = (),
     context: str = "",
     history: Sequence[Mapping[str, str]] = (),
+    system: str | None = None,
 ) -> list[dict[str, Any]]:
     """System prompt (the agent's template, filled), few-shot examples, chat history, then the
     user message. Notes from Think actions go where the template asks for ``{notes}``, or, when it
-    does not, before the user message."""
+    does not, before the user message. ``system``: a system prompt to use as given instead of the
+    agent's (a role a policy chose; a policy's text is data, never a template)."""
     notes_text = "\n".join(f"- {n}" for n in notes)
-    system = agent.render_system(
-        query=query, notes=notes_text, context=context, agent=agent.name, model=model.name,
-        date=_dt.date.today().isoformat(),
-    )
+    templated = system is None
+    if system is None:
+        system = agent.render_system(
+            query=query, notes=notes_text, context=context, agent=agent.name, model=model.name,
+            date=_dt.date.today().isoformat(),
+        )
     msgs: list[dict[str, Any]] = []
     if system.strip():
         msgs.append({"role": "system", "content": system})
@@ -38,7 +42,7 @@ def build_messages(
     for turn in history:
         msgs.append({"role": turn["role"], "content": turn["content"]})
     user = prompt
-    if notes and "{notes}" not in agent.system_prompt:
+    if notes and (not templated or "{notes}" not in agent.system_prompt):
         user = f"Notes:\n{notes_text}\n\n{prompt}"
     msgs.append({"role": "user", "content": user})
     return msgs

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import threading
 import time
 import uuid
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from orchestra._nodes.common import build_decisions, call_view
+from orchestra._nodes.policy_calls import PolicyCalls
 from orchestra._state import CallRecord, RunContext, RunState
 from orchestra.backends.base import Backend
 from orchestra.backends.priced import priced_pool
 from orchestra.budget import Ledger, Overrun
 from orchestra.durable import RunFile, RunTerms, policy_name, resumed_terms
-from orchestra.errors import UserError
-from orchestra.policies.base import Policy
+from orchestra.errors import RoutingError, UserError
+from orchestra.policies.base import CallView, DecisionView, Feedback, Policy
 from orchestra.policies.resolve import resolve_policy
 from orchestra.spec import Budget, Pool
 from orchestra.trace.emitter import Emitter
@@ -40,6 +43,7 @@ from orchestra.trace.events import (
     CallFinished,
     ErrorEvent,
     Event,
+    FeedbackGiven,
     RunFinished,
     RunStarted,
 )
@@ -49,6 +53,27 @@ from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
 __all__ = ["ChatSession", "Orchestra", "RunResult"]
 
 T = TypeVar("T")
+
+#: How many finished runs an Orchestra keeps in memory for :meth:`Orchestra.feedback`.
+_RECENT_RUNS = 4096
+
+
+def _start_policy(policy: Policy, calls: PolicyCalls) -> Any:
+    """The run's decider: what the policy's ``start`` returns, or the policy itself."""
+    start = getattr(policy, "start", None)
+    if start is None:
+        return policy
+    try:
+        decider = start(calls)
+    except UserError:
+        raise
+    except Exception as e:
+        raise RoutingError(f"policy {getattr(policy, 'name', policy)!r} failed to start the "
+                           f"run: {type(e).__name__}: {e}") from e
+    if not any(callable(getattr(decider, m, None)) for m in ("decide", "adecide")):
+        raise RoutingError(f"policy {getattr(policy, 'name', policy)!r}: start() returned "
+                           f"{decider!r}, which has no decide(view) or adecide(view)")
+    return decider
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,9 @@ class RunResult:
             reserved_usd, charged_usd, excess_usd, reserved_tokens, charged_tokens,
             excess_tokens, reason``. The run stopped at the first (``budget_overrun``); the
             spend may exceed the limit by at most the sum of ``excess_usd``.
+        answer_from: the ``call_id`` whose output is the answer (a route call, or the refiner
+            call that wrote it); ``"policy"`` for a text the policy wrote itself; ``None``
+            without an answer. :meth:`answer_call` gives that call's step entry (its model).
     """
 
     answer: str | None
@@ -80,14 +108,24 @@ class RunResult:
     steps: list[dict[str, Any]]
     events: list[Event] = field(default_factory=list, repr=False)
     overruns: list[dict[str, Any]] = field(default_factory=list)
+    answer_from: str | None = None
 
     @property
     def status(self) -> Literal["ok", "budget"]:
         return "budget" if self.stop_reason.startswith("budget") else "ok"
 
+    def answer_call(self) -> dict[str, Any] | None:
+        """The step entry (``call_id, agent, model, cost_usd``...) of the call the answer came
+        from, or None (no answer, or a text the policy wrote)."""
+        for s in self.steps:
+            for c in s.get("calls") or []:
+                if c.get("call_id") == self.answer_from:
+                    return dict(c)
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape: answer, cost, tokens, calls, rounds, trace_id, stop_reason, steps,
-        overruns."""
+        overruns, answer_from."""
         return {
             "answer": self.answer,
             "cost_usd": self.cost_usd,
@@ -99,6 +137,7 @@ class RunResult:
             "duration_s": self.duration_s,
             "steps": self.steps,
             "overruns": self.overruns,
+            "answer_from": self.answer_from,
         }
 
 
@@ -151,31 +190,34 @@ async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
         await coro
 
 
+def _step_call(c: Mapping[str, Any]) -> dict[str, Any]:
+    return {"call_id": c["call_id"], "agent": c["agent"], "model": c["model"], "role": c["role"],
+            "cost_usd": c["cost_usd"], "latency_s": round(c["latency_s"], 4),
+            "input_tokens": c["input_tokens"], "output_tokens": c["output_tokens"],
+            "error": c["error"]}
+
+
 def _steps_from_state(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per decision ``{round, action, reason, scores, note, dropped, merge, calls}``; then a
+    ``refine`` step per LLM refiner call and a ``policy_call`` step per call the policy made
+    itself (``ctx.complete``), each with its call."""
     by_id = {c["call_id"]: c for c in state.get("calls") or []}
     steps = []
     for s in state.get("steps") or []:
-        calls = []
-        for planned in s.get("calls") or []:
-            c = by_id.get(planned["call_id"])
-            if c is None:
-                continue
-            calls.append({
-                "agent": c["agent"], "model": c["model"], "cost_usd": c["cost_usd"],
-                "latency_s": round(c["latency_s"], 4), "input_tokens": c["input_tokens"],
-                "output_tokens": c["output_tokens"], "error": c["error"],
-            })
+        calls = [_step_call(by_id[p["call_id"]]) for p in s.get("calls") or []
+                 if p["call_id"] in by_id]
         steps.append({"round": s["round"], "action": s["action"], "reason": s.get("reason", ""),
                       "scores": s.get("scores") or {}, "note": s.get("note"),
-                      "dropped": s.get("dropped") or [], "calls": calls})
-    refines = [c for c in state.get("calls") or [] if c["role"] == "refine"]
-    for c in refines:
-        steps.append({"round": c["round"], "action": "refine", "reason": "llm refiner",
-                      "calls": [{"agent": c["agent"], "model": c["model"], "cost_usd": c["cost_usd"],
-                                 "latency_s": round(c["latency_s"], 4),
-                                 "input_tokens": c["input_tokens"],
-                                 "output_tokens": c["output_tokens"], "error": c["error"]}]})
-    steps.sort(key=lambda s: (s["round"], s["action"] == "refine"))
+                      "dropped": s.get("dropped") or [], "merge": s.get("merge"), "calls": calls})
+    for c in state.get("calls") or []:
+        if c["role"] == "refine":
+            steps.append({"round": c["round"], "action": "refine", "reason": "llm refiner",
+                          "calls": [_step_call(c)]})
+        elif c["role"] == "policy":
+            steps.append({"round": c["round"], "action": "policy_call",
+                          "reason": "the policy's own call", "calls": [_step_call(c)]})
+    order = {"policy_call": 0, "refine": 2}
+    steps.sort(key=lambda s: (s["round"], order.get(s["action"], 1)))
     return steps
 
 
@@ -217,6 +259,10 @@ class Orchestra:
         policy_params: parameters for the policy factory.
         max_think_steps: how many Think actions a run may take.
         check_keys: raise a UserError now when a hosted model's API key is missing.
+        on_invalid: what an action the runtime cannot carry out does (an unknown model, an
+            empty Route...): ``"fallback"`` records it (an ``invalid`` decision in the trace and
+            ``RunResult.steps``) and answers with the best answer so far, or takes the pool's
+            default call once before any; ``"raise"`` records it and raises a RoutingError.
 
     Raises:
         UserError: for an unknown pool/policy, a bad budget or a missing API key, before any call.
@@ -234,6 +280,7 @@ class Orchestra:
         policy_params: Mapping[str, Any] | None = None,
         max_think_steps: int = 8,
         check_keys: bool = True,
+        on_invalid: Literal["fallback", "raise"] = "fallback",
     ) -> None:
         self.pool = priced_pool(pool if isinstance(pool, Pool) else Pool.load(pool))
         self.budget = _apply_budget(self.pool.budget, budget)
@@ -274,7 +321,12 @@ class Orchestra:
         if max_think_steps < 0:
             raise UserError(f"max_think_steps must be >= 0 (got {max_think_steps!r})")
         self.max_think_steps = max_think_steps
+        if on_invalid not in ("fallback", "raise"):
+            raise UserError(f"on_invalid must be 'fallback' or 'raise' (got {on_invalid!r})")
+        self.on_invalid: Literal["fallback", "raise"] = on_invalid
         self._graph: Any = None
+        # Finished runs' feedback material, for feedback() without a trace store (bounded).
+        self._recent: dict[str, Feedback] = {}
 
     # ------------------------------------------------------------------ public API
     def run(self, query: str, **kwargs: Any) -> RunResult:
@@ -457,10 +509,14 @@ class Orchestra:
         if on_event is not None:
             emitter.listeners.append(on_event)
         pool, policy = terms.pool, terms.policy
+        query = state_like.get("query", "")
+        policy_calls = PolicyCalls(rid, pool, state_like.get("meta") or {}, query)
+        decider = _start_policy(policy, policy_calls)
         ctx = RunContext(run_id=rid, pool=pool, policy=policy, backend=self.backend,
                          ledger=ledger, emitter=emitter, max_think_steps=terms.max_think_steps,
-                         journal=run_file)
-        query = state_like.get("query", "")
+                         journal=run_file, decider=decider, policy_calls=policy_calls,
+                         on_invalid=self.on_invalid)
+        policy_calls.bind(ctx)
         emitter.emit(RunStarted(
             run_id=rid, query=query, pool=pool.name, policy=policy_name(policy),
             budget=terms.budget.model_dump(), models=[m.name for m in pool.models],
@@ -501,17 +557,111 @@ class Orchestra:
         tout = sum(c["output_tokens"] for c in calls)
         stop = final["stop_reason"]
         overruns = _overruns(calls)
+        answer_from = final.get("answer_from")
         emitter.emit(RunFinished(
             run_id=rid, answer=final["answer"], stop_reason=stop,
             status="budget" if stop.startswith("budget") else "ok", cost_usd=cost,
             input_tokens=tin, output_tokens=tout, calls=_requests(calls),
-            rounds=len(final_state.get("rounds") or []), duration_s=duration, overruns=overruns))
+            rounds=len(final_state.get("rounds") or []), duration_s=duration, overruns=overruns,
+            answer_from=answer_from))
+        self._remember(final_state, final, cost)
         return RunResult(
             answer=final["answer"], stop_reason=stop, cost_usd=cost, input_tokens=tin,
             output_tokens=tout, calls=_requests(calls), rounds=len(final_state.get("rounds") or []),
             trace_id=rid, duration_s=duration, steps=_steps_from_state(final_state),
-            events=collected, overruns=overruns,
+            events=collected, overruns=overruns, answer_from=answer_from,
         )
+
+    # ------------------------------------------------------------------ feedback
+    def _remember(self, state: Mapping[str, Any], final: Mapping[str, Any], cost: float) -> None:
+        fb = Feedback(
+            run_id=state["run_id"], query=state.get("query", ""), answer=final.get("answer"),
+            answer_from=final.get("answer_from"),
+            calls=tuple(call_view(c) for c in state.get("calls") or []),
+            decisions=build_decisions(state.get("steps") or []), cost_usd=cost,
+            meta=dict(state.get("meta") or {}))
+        self._recent[fb.run_id] = fb
+        while len(self._recent) > _RECENT_RUNS:
+            self._recent.pop(next(iter(self._recent)))
+
+    def feedback(self, run_id: str, *, score: float | None = None, reward: float | None = None,
+                 meta: Mapping[str, Any] | None = None) -> Feedback:
+        """Say how a finished run went: the policy's ``observe`` learns from it, and the trace
+        keeps it (a ``feedback`` event).
+
+        Args:
+            run_id: a finished run of this Orchestra (kept in memory for the last runs) or in
+                its trace store.
+            score: the answer's quality in [0, 1] (graded against gold, or a user's rating).
+            reward: any finite scalar your setting defines (e.g. ``score - λ·cost``).
+            meta: anything to keep with the feedback (who rated it, the gold answer...).
+
+        Returns:
+            The :class:`~orchestra.policies.base.Feedback` the policy observed.
+
+        Raises:
+            UserError: no score or reward, a score outside [0, 1], a non-finite reward, or a run
+                that is unknown or has not finished.
+        """
+        if score is None and reward is None:
+            raise UserError("feedback needs a score (0..1) or a reward")
+        if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)
+                                  or not 0.0 <= float(score) <= 1.0):
+            raise UserError(f"feedback score must be a number in [0, 1] (got {score!r})")
+        if reward is not None and (not isinstance(reward, (int, float)) or isinstance(reward, bool)
+                                   or not math.isfinite(float(reward))):
+            raise UserError(f"feedback reward must be a finite number (got {reward!r})")
+        base = self._recent.get(run_id) or self._feedback_from_store(run_id)
+        extra = dict(meta or {})
+        fb = dataclasses.replace(
+            base, score=None if score is None else float(score),
+            reward=None if reward is None else float(reward), meta={**base.meta, **extra})
+        observe = getattr(self.policy, "observe", None)
+        emitter = Emitter(run_id, self.store,
+                          self.store.last_seq(run_id) + 1 if self.store is not None else 0)
+        try:
+            if observe is not None:
+                observe(fb)
+        except Exception as e:
+            emitter.emit(FeedbackGiven(run_id=run_id, score=fb.score, reward=fb.reward,
+                                       meta={**extra, "observe_error": f"{type(e).__name__}: {e}"},
+                                       observed=False))
+            raise
+        emitter.emit(FeedbackGiven(run_id=run_id, score=fb.score, reward=fb.reward, meta=extra,
+                                   observed=observe is not None))
+        return fb
+
+    def _feedback_from_store(self, run_id: str) -> Feedback:
+        if self.store is None or self.store.get_run(run_id) is None:
+            raise UserError(f"unknown run {run_id!r}: feedback is for a finished run of this "
+                            "Orchestra or one in its trace store (orchestra traces list)")
+        return _feedback_from_events(run_id, self.store.events(run_id))
+
+
+def _feedback_from_events(run_id: str, events: Sequence[Mapping[str, Any]]) -> Feedback:
+    """What a stored trace says of a finished run, as :class:`Feedback` (no score yet)."""
+    started = next((e for e in events if e["kind"] == "run_started"), None)
+    finished = next((e for e in reversed(events) if e["kind"] == "run_finished"), None)
+    if started is None or finished is None:
+        raise UserError(f"run {run_id!r} has not finished (or its trace is incomplete); "
+                        "feedback is for finished runs")
+    calls = tuple(
+        CallView(agent=e["agent"], model=e["model"], prompt="", output=e.get("output") or "",
+                 cost_usd=e.get("cost_usd") or 0.0, input_tokens=e.get("input_tokens") or 0,
+                 output_tokens=e.get("output_tokens") or 0, latency_s=e.get("latency_s") or 0.0,
+                 error=e.get("error"), call_id=e.get("call_id") or "",
+                 role=e.get("role") or "route", round=e.get("round") or 0)
+        for e in events if e["kind"] == "call_finished")
+    decisions = tuple(
+        DecisionView(round=e["round"], action=e["action"], reason=e.get("reason") or "",
+                     scores=e.get("scores") or {},
+                     calls=tuple(c.get("call_id", "") for c in e.get("calls") or []),
+                     note=e.get("note"))
+        for e in events if e["kind"] == "policy_decided")
+    return Feedback(run_id=run_id, query=started.get("query") or "",
+                    answer=finished.get("answer"), answer_from=finished.get("answer_from"),
+                    calls=calls, decisions=decisions, cost_usd=finished.get("cost_usd") or 0.0,
+                    meta=dict(started.get("meta") or {}))
 
 
 class ChatSession:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
+from orchestra._state import (
+    CallRecord,
+    PlannedCall,
+    RunContext,
+    RunState,
+    StepRecord,
+    is_route_call,
+)
 from orchestra.backends.base import CompletionRequest, context_tokens
 from orchestra.budget import CallCost, Reservation, max_output_that_fits
-from orchestra.policies.base import CallView, RoundView, RunView
+from orchestra.policies.base import CallView, DecisionView, RoundView, RunView
 from orchestra.spec import ModelSpec
 
-__all__ = ["budget_dict", "build_view", "call_record", "new_call_id", "plan_call"]
+__all__ = [
+    "budget_dict", "build_decisions", "build_view", "call_record", "call_view", "new_call_id",
+    "plan_call",
+]
 
 
 def new_call_id() -> str:
@@ -24,21 +35,30 @@ def budget_dict(ctx: RunContext) -> dict[str, Any]:
     return dict(vars(ctx.ledger.left()))
 
 
+def call_view(c: CallRecord) -> CallView:
+    """A call record as a policy sees it."""
+    return CallView(
+        agent=c["agent"], model=c["model"], prompt=c.get("prompt", ""),
+        output=c.get("output", ""), cost_usd=c["cost_usd"], input_tokens=c["input_tokens"],
+        output_tokens=c["output_tokens"], latency_s=c["latency_s"], error=c.get("error"),
+        call_id=c["call_id"], role=c["role"], round=c["round"])
+
+
+def build_decisions(steps: Sequence[StepRecord]) -> tuple[DecisionView, ...]:
+    """The policy's decisions as its view shows them."""
+    return tuple(
+        DecisionView(round=s["round"], action=s["action"], reason=s.get("reason", ""),
+                     scores=s.get("scores") or {}, calls=tuple(c["call_id"] for c in s["calls"]),
+                     note=s.get("note"))
+        for s in steps)
+
+
 def build_view(state: RunState, ctx: RunContext) -> RunView:
     """The frozen view a policy decides from."""
     rounds = []
     calls = state.get("calls") or []
     for r in state.get("rounds") or []:
-        cv = tuple(
-            CallView(
-                agent=c["agent"], model=c["model"], prompt=c.get("prompt", ""),
-                output=c.get("output", ""), cost_usd=c["cost_usd"],
-                input_tokens=c["input_tokens"], output_tokens=c["output_tokens"],
-                latency_s=c["latency_s"], error=c.get("error"),
-            )
-            for c in calls
-            if c["round"] == r["index"] and c["role"] == "route"
-        )
+        cv = tuple(call_view(c) for c in calls if c["round"] == r["index"] and is_route_call(c))
         rounds.append(RoundView(index=r["index"], calls=cv, answer=r.get("answer") or "",
                                 refiner=r.get("refiner", ""), conflicts=r.get("conflicts")))
     return RunView(
@@ -51,6 +71,9 @@ def build_view(state: RunState, ctx: RunContext) -> RunView:
         round=len(rounds),
         think_steps=state.get("think_steps", 0),
         meta=dict(state.get("meta") or {}),
+        run_id=ctx.run_id,
+        decisions=build_decisions(state.get("steps") or []),
+        policy_calls=tuple(call_view(c) for c in calls if c["role"] == "policy"),
     )
 
 

@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from orchestra._nodes.common import budget_dict, plan_call
 from orchestra._nodes.dispatch import run_call
-from orchestra._state import CallRecord, PlannedCall, RunContext, RunState
+from orchestra._state import CallRecord, PlannedCall, RunContext, RunState, is_route_call
 from orchestra.prompts import build_messages, parse_refined, refiner_prompt
 from orchestra.refiners import vote
 from orchestra.trace.events import Refined
@@ -24,16 +24,24 @@ from orchestra.trace.events import Refined
 __all__ = ["refine_node", "refine_round", "round_pending"]
 
 
-def _vote(ctx: RunContext, ok: list[CallRecord], query: str) -> tuple[str, dict[str, int]]:
+def _vote(ctx: RunContext, ok: list[CallRecord], query: str) -> tuple[CallRecord, dict[str, int]]:
     prio = [ctx.pool.model(c["model"]).quality or 0.0 for c in ok]
     idx, counts = vote([c["output"] for c in ok], priority=prio, query=query)
-    return ok[idx]["output"], counts
+    return ok[idx], counts
 
 
 def round_pending(state: RunState) -> bool:
     """Whether the current round has dispatched calls that are not refined yet."""
     rnd = len(state.get("rounds") or [])
-    return any(c["round"] == rnd and c["role"] == "route" for c in state.get("calls") or [])
+    return any(c["round"] == rnd and is_route_call(c) for c in state.get("calls") or [])
+
+
+def _merge_of(state: RunState, rnd: int, default: str) -> str:
+    """The refiner the round's route decision chose, or the pool's."""
+    for s in reversed(state.get("steps") or []):
+        if s["round"] == rnd and s["action"] == "route":
+            return s.get("merge") or default
+    return default
 
 
 async def refine_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -44,25 +52,28 @@ async def refine_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str
 async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
     """Merge the current round's outputs; returns the state update (round record, refiner call)."""
     rnd = len(state.get("rounds") or [])
-    calls = [c for c in state.get("calls") or [] if c["round"] == rnd and c["role"] == "route"]
+    calls = [c for c in state.get("calls") or [] if c["round"] == rnd and is_route_call(c)]
     answerers = {a.name for a in ctx.pool.agents if a.role == "answer"}
     # Only answer-role agents propose answers; a verifier's reply is read by the policy instead.
     ok = [c for c in calls if c["error"] is None and c["output"].strip() and c["agent"] in answerers]
-    kind: str = ctx.pool.refiner.kind
+    kind = _merge_of(state, rnd, ctx.pool.refiner.kind)
     conflicts: str | None = None
     votes: dict[str, int] = {}
     extra: list[CallRecord] = []
     refiner_name: str = kind
+    source: str | None = None
     if not ok:
         answer = ""
         refiner_name = "none"
     elif len(ok) == 1 or kind == "last":
-        answer = ok[-1]["output"]
+        answer, source = ok[-1]["output"], ok[-1]["call_id"]
         refiner_name = "pass" if len(ok) == 1 else "last"
     elif kind == "vote":
-        answer, votes = _vote(ctx, ok, state["query"])
+        chosen, votes = _vote(ctx, ok, state["query"])
+        answer, source = chosen["output"], chosen["call_id"]
     else:
-        answer, conflicts, votes, extra, refiner_name = await _llm_refine(ctx, state, rnd, ok)
+        answer, source, conflicts, votes, extra, refiner_name = await _llm_refine(
+            ctx, state, rnd, ok)
 
     ctx.ledger.end_round()
     cost = sum(c["cost_usd"] for c in extra)
@@ -73,17 +84,19 @@ async def refine_round(ctx: RunContext, state: RunState) -> dict[str, Any]:
         budget_left=budget_dict(ctx)))
     return {
         "rounds": [{"index": rnd, "answer": answer, "refiner": refiner_name,
-                    "conflicts": conflicts, "votes": votes}],
+                    "conflicts": conflicts, "votes": votes, "answer_from": source}],
         "calls": extra,
         "plan": [],
     }
 
 
 async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[CallRecord]
-                      ) -> tuple[str, str | None, dict[str, int], list[CallRecord], str]:
+                      ) -> tuple[str, str, str | None, dict[str, int], list[CallRecord], str]:
+    """(answer, the call it came from, conflicts, votes, the refiner call, the refiner's name)."""
     pool = ctx.pool
     agent = pool.refiner_agent()
-    assert agent is not None
+    if agent is None:  # a Route chose merge="llm" in a pool whose refiner is another kind
+        agent = pool.agents_with_role("refine")[0]
     model = pool.model(pool.refiner.model) if pool.refiner.model else pool.models_for(agent)[0]
     prompt = refiner_prompt(state["query"], [(f"{c['agent']}@{c['model']}", c["output"]) for c in ok])
     messages = build_messages(agent, model, prompt, query=state["query"],
@@ -99,8 +112,9 @@ async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[CallR
         fit = plan_call(ctx, model, messages, want, meta)
         res = None if isinstance(fit, str) else ctx.ledger.reserve(fit[1], call_id)
         if res is None or isinstance(fit, str):
-            answer, votes = _vote(ctx, ok, state["query"])
-            return answer, None, votes, [], "vote (no budget for the llm refiner)"
+            chosen, votes = _vote(ctx, ok, state["query"])
+            return (chosen["output"], chosen["call_id"], None, votes, [],
+                    "vote (no budget for the llm refiner)")
         call: PlannedCall = {
             "call_id": call_id, "round": rnd, "role": "refine", "agent": agent.name,
             "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
@@ -111,7 +125,8 @@ async def _llm_refine(ctx: RunContext, state: RunState, rnd: int, ok: list[CallR
         }
         record = await run_call(ctx, call, meta)
     if record["error"] or not record["output"].strip():
-        answer, votes = _vote(ctx, ok, state["query"])
-        return answer, None, votes, [record], "vote (llm refiner failed)"
+        chosen, votes = _vote(ctx, ok, state["query"])
+        return (chosen["output"], chosen["call_id"], None, votes, [record],
+                "vote (llm refiner failed)")
     answer, conflicts = parse_refined(record["output"])
-    return answer, conflicts, {}, [record], f"llm:{agent.name}@{model.name}"
+    return answer, call_id, conflicts, {}, [record], f"llm:{agent.name}@{model.name}"

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from orchestra._nodes.common import budget_dict, build_view, new_call_id, plan_call
 from orchestra._nodes.refine import refine_round, round_pending
 from orchestra._state import (
+    RUNTIME_ROLES,
     DroppedCall,
     PlannedCall,
     RunContext,
@@ -26,18 +27,37 @@ from orchestra._state import (
     StepRecord,
 )
 from orchestra.budget import CallCost
-from orchestra.errors import OrchestraError, RoutingError
-from orchestra.policies.base import Answer, Route, RunView, Think
+from orchestra.errors import OrchestraError, RoutingError, UserError
+from orchestra.policies.base import Answer, Call, Route, RunView, Think
 from orchestra.prompts import build_messages
 from orchestra.trace.events import PolicyDecided
 
-__all__ = ["route_node"]
+__all__ = ["MERGES", "route_node"]
 
 
 def _finish(state: RunState, ctx: RunContext, view: RunView, reason: str,
-            text: str | None = None) -> dict[str, Any]:
-    answer = text if text is not None else view.best_answer
-    return {"final": {"answer": answer, "stop_reason": reason}, "plan": []}
+            text: str | None = None, from_call: str | None = None) -> dict[str, Any]:
+    """End the run: with ``text`` (credited to ``from_call``, to the call whose output it is, or
+    to the policy), or with the best answer so far (credited to the call its round took it
+    from)."""
+    calls = state.get("calls") or []
+    if text is None and from_call is None:
+        answer, source = None, None
+        for r in reversed(state.get("rounds") or []):
+            if r.get("answer"):
+                answer, source = r["answer"], r.get("answer_from")
+                break
+    elif from_call is not None:
+        source = from_call
+        answer = text if text is not None else next(
+            (c["output"] for c in calls if c["call_id"] == from_call), None)
+    else:
+        answer = text
+        source = next((c["call_id"] for c in reversed(calls)
+                       if c["role"] != "policy" and c["error"] is None and c["output"] == text),
+                      "policy")
+    return {"final": {"answer": answer, "stop_reason": reason, "answer_from": source},
+            "plan": []}
 
 
 def _stop_reason(ctx: RunContext) -> str | None:
@@ -58,17 +78,29 @@ def _limit_reason(limit: str) -> str:
 OVERRUN = "budget_overrun"
 
 
-async def _decide(ctx: RunContext, view: RunView) -> Any:
-    policy = ctx.policy
-    adecide = getattr(policy, "adecide", None)
+async def _decide(ctx: RunContext, view: RunView, step: int) -> Any:
+    decider: Any = ctx.decider if ctx.decider is not None else ctx.policy
+    if ctx.policy_calls is not None:
+        ctx.policy_calls.begin(step, view.round)
+    adecide = getattr(decider, "adecide", None)
     try:
         if adecide is not None:
             return await adecide(view)
-        return policy.decide(view)
+        return decider.decide(view)
     except OrchestraError:
         raise
     except Exception as e:
-        raise RoutingError(f"policy {getattr(policy, 'name', policy)!r} failed: {type(e).__name__}: {e}") from e
+        raise RoutingError(f"policy {getattr(ctx.policy, 'name', ctx.policy)!r} failed: "
+                           f"{type(e).__name__}: {e}") from e
+
+
+class _Invalid(Exception):
+    """The policy's action cannot be carried out (the message says why); recorded as a decision
+    of its own, then handled as :attr:`RunContext.on_invalid` says."""
+
+
+#: The refiners a Route may name in ``merge``.
+MERGES = ("llm", "vote", "last")
 
 
 _APPENDED = ("rounds", "calls", "steps", "notes")
@@ -103,10 +135,50 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
         return _finish(state, ctx, view, why)
 
     t0 = time.perf_counter()
-    action = await _decide(ctx, view)
+    action = await _decide(ctx, view, len(state.get("steps") or []))
     decide_s = time.perf_counter() - t0
+    # The policy's own calls (ctx.complete) are part of this step, whatever it decided.
+    made = ctx.policy_calls.drain() if ctx.policy_calls is not None else []
+    if made:
+        state = {**state, "calls": [*(state.get("calls") or []), *made]}
+        why = why or _stop_reason(ctx)
+    try:
+        out = _act(state, ctx, view, action, why, decide_s)
+    except _Invalid as bad:
+        out = _invalid(state, ctx, view, action, str(bad), decide_s)
+    if made:
+        out["calls"] = [*made, *out.get("calls", [])]
+    return out
+
+
+def _invalid(state: RunState, ctx: RunContext, view: RunView, action: Any, reason: str,
+             decide_s: float) -> dict[str, Any]:
+    """Record an invalid action, then raise (``on_invalid="raise"``) or fall back: answer with
+    the best answer so far, or, before any, take the pool's default route once."""
     rnd = view.round
-    if why is not None and not isinstance(action, Answer):
+    scores = dict(action.scores) if isinstance(action, (Think, Route, Answer)) else {}
+    step: StepRecord = {"round": rnd, "action": "invalid", "reason": reason, "scores": scores,
+                        "note": None, "calls": [], "dropped": []}
+    ctx.emitter.emit(PolicyDecided(
+        run_id=ctx.run_id, round=rnd, action="invalid", reason=reason, scores=scores,
+        budget_left=budget_dict(ctx), latency_s=decide_s))
+    if ctx.on_invalid == "raise":
+        raise RoutingError(f"policy {ctx.policy.name!r}: {reason}")
+    if view.best_answer is not None or any(d.action == "invalid" for d in view.decisions):
+        return {**_finish(state, ctx, view, "invalid_action"), "steps": [step]}
+    fallback = Route([Call()], reason=f"fallback (the pool's default call) after an invalid "
+                                       f"action: {reason}")
+    out = _act(state, ctx, view, fallback, _stop_reason(ctx), 0.0)
+    out["steps"] = [step, *out.get("steps", [])]
+    return out
+
+
+def _act(state: RunState, ctx: RunContext, view: RunView, action: Any, why: str | None,
+         decide_s: float) -> dict[str, Any]:
+    """Carry out one action: the state update. Raises :class:`_Invalid` before reserving
+    anything when the action cannot be carried out."""
+    rnd = view.round
+    if why is not None and isinstance(action, (Think, Route)):
         return _finish(state, ctx, view, why)
 
     if isinstance(action, Think):
@@ -125,19 +197,34 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
                 "plan": []}
 
     if isinstance(action, Answer):
+        text = action.text
+        if action.from_call is not None:
+            source = next((c for c in state.get("calls") or []
+                           if c["call_id"] == action.from_call), None)
+            if source is None:
+                raise _Invalid(f"Answer(from_call={action.from_call!r}) names no call of this run")
+            if text is None and (source["error"] is not None or not source["output"].strip()):
+                raise _Invalid(f"Answer(from_call={action.from_call!r}): that call has no "
+                               f"output ({source['error'] or 'empty'})")
         answered: StepRecord = {"round": rnd, "action": "answer", "reason": action.reason,
                 "scores": dict(action.scores), "note": None, "calls": [], "dropped": []}
         ctx.emitter.emit(PolicyDecided(
             run_id=ctx.run_id, round=rnd, action="answer", reason=action.reason,
             scores=dict(action.scores), budget_left=budget_dict(ctx), latency_s=decide_s))
-        return {**_finish(state, ctx, view, "answered", action.text), "steps": [answered]}
+        return {**_finish(state, ctx, view, "answered", text, action.from_call),
+                "steps": [answered]}
 
     if not isinstance(action, Route):
-        raise RoutingError(
-            f"policy {ctx.policy.name!r} returned {action!r}; expected Think, Route or Answer"
-        )
+        raise _Invalid(f"returned {action!r}; expected Think, Route or Answer")
     if not action.calls:
-        raise RoutingError(f"policy {ctx.policy.name!r} returned a Route with no calls")
+        raise _Invalid("returned a Route with no calls")
+    merge = action.merge
+    if merge is not None:
+        if merge not in MERGES:
+            raise _Invalid(f"Route(merge={merge!r}): unknown refiner; known: {list(MERGES)}")
+        if merge == "llm" and _refiner_agent(ctx) is None:
+            raise _Invalid("Route(merge='llm') needs an agent with role 'refine' in the pool "
+                           "(or refiner.agent set); use merge='vote' or 'last'")
 
     pool = ctx.pool
     meta = dict(state.get("meta") or {})
@@ -145,20 +232,27 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
     dropped: list[DroppedCall] = []
     costs: list[tuple[CallCost, str]] = []
     for c in action.calls:
-        agent = pool.agent(c.agent) if c.agent else pool.answer_agent
-        allowed = pool.models_for(agent)
-        if c.model is None:
-            model = allowed[0]
-        else:
-            model = pool.model(c.model)
-            if model not in allowed:
-                raise RoutingError(
-                    f"policy {ctx.policy.name!r} routed agent {agent.name!r} to model "
-                    f"{model.name!r}, which the agent may not use; allowed: {[m.name for m in allowed]}"
-                )
+        if not isinstance(c, Call):
+            raise _Invalid(f"Route holds {c!r}; expected Call(...) items")
+        if c.role is not None and (not isinstance(c.role, str) or not c.role.strip()
+                                   or c.role in RUNTIME_ROLES):
+            raise _Invalid(f"Call(role={c.role!r}): a role is a non-empty label other than "
+                           f"{sorted(RUNTIME_ROLES)} (the runtime's own)")
+        if c.system is not None and not isinstance(c.system, str):
+            raise _Invalid(f"Call(system={c.system!r}): expected a string")
+        try:
+            agent = pool.agent(c.agent) if c.agent else pool.answer_agent
+            allowed = pool.models_for(agent)
+            model = allowed[0] if c.model is None else pool.model(c.model)
+        except UserError as e:
+            raise _Invalid(str(e)) from None
+        if model not in allowed:
+            raise _Invalid(f"routed agent {agent.name!r} to model {model.name!r}, which the "
+                           f"agent may not use; allowed: {[m.name for m in allowed]}")
         prompt = c.prompt if c.prompt is not None else state["query"]
         messages = build_messages(agent, model, prompt, query=state["query"],
-                                  notes=state.get("notes") or (), history=state.get("history") or ())
+                                  notes=state.get("notes") or (), history=state.get("history") or (),
+                                  system=c.system)
         fit = plan_call(ctx, model, messages, c.max_tokens or model.max_output_tokens, meta)
         if isinstance(fit, str):
             dropped.append({"agent": agent.name, "model": model.name, "limit": fit})
@@ -166,7 +260,7 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
         max_tokens, cost = fit
         call_id = new_call_id()
         planned.append({
-            "call_id": call_id, "round": rnd, "role": "route", "agent": agent.name,
+            "call_id": call_id, "round": rnd, "role": c.role or "route", "agent": agent.name,
             "model": model.name, "model_id": model.id, "prompt": prompt, "messages": messages,
             "max_tokens": max_tokens, "tools": bool(agent.tools),
         })
@@ -187,16 +281,25 @@ async def _route(state: RunState, ctx: RunContext) -> dict[str, Any]:
     summary: list[StepCall] = [{"call_id": p["call_id"], "agent": p["agent"], "model": p["model"],
                 "max_tokens": p["max_tokens"], "reserved_usd": p["reservation"]["cost"]["usd"]}
                for p in kept]
-    routed: StepRecord = {"round": rnd, "action": "route", "reason": action.reason, "scores": dict(action.scores),
-            "note": None, "calls": summary, "dropped": dropped}
+    routed: StepRecord = {"round": rnd, "action": "route", "reason": action.reason,
+                          "scores": dict(action.scores), "note": None, "calls": summary,
+                          "dropped": dropped, "merge": merge}
     ctx.emitter.emit(PolicyDecided(
         run_id=ctx.run_id, round=rnd, action="route", reason=action.reason,
         scores=dict(action.scores), calls=[dict(c) for c in summary],
         dropped=[dict(d) for d in dropped], budget_left=budget_dict(ctx),
-        latency_s=decide_s))
+        latency_s=decide_s, merge=merge))
     if not kept:
         limit = next((d["limit"] for d in dropped if d.get("limit")), "usd")
         out = _finish(state, ctx, view, _limit_reason(limit))
         out["steps"] = [routed]
         return out
     return {"plan": kept, "steps": [routed]}
+
+
+def _refiner_agent(ctx: RunContext) -> Any:
+    pool = ctx.pool
+    if pool.refiner.agent:
+        return pool.agent(pool.refiner.agent)
+    refiners = pool.agents_with_role("refine")
+    return refiners[0] if refiners else None

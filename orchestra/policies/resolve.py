@@ -17,7 +17,7 @@ from orchestra.policies.registry import PolicyFactory, registered
 if TYPE_CHECKING:
     from orchestra.spec import Pool
 
-__all__ = ["policy_names", "resolve_policy"]
+__all__ = ["check_policy", "policy_names", "resolve_policy"]
 
 _FACTORIES, _DOC_LINES = registered()
 
@@ -104,8 +104,7 @@ def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
     if spec is None:
         spec = pool.policy
     if not isinstance(spec, (str, Path)):
-        if not callable(getattr(spec, "decide", None)):
-            raise UserError(f"expected a policy name, recipe file or object with decide() (got {spec!r})")
+        check_policy(spec)
         return spec
     _load_builtin()
     s = str(spec)
@@ -123,6 +122,21 @@ def resolve_policy(spec: str | Path | Policy | None, pool: Pool,
         f"unknown policy {s!r}; known policies: {sorted(_FACTORIES)}; recipes: "
         f"{sorted(named_files('policies'))} (or give a path to a recipe YAML)"
     )
+
+
+def check_policy(policy: Any) -> None:
+    """Refuse an object that cannot serve as a policy, saying what it lacks.
+
+    A policy has ``decide(view)``, ``async adecide(view)`` or ``start(ctx)``
+    (returning a per-run decider with ``decide`` or ``adecide``); ``observe(feedback)`` is
+    optional.
+    """
+    if not any(callable(getattr(policy, m, None)) for m in ("decide", "adecide", "start")):
+        raise UserError(f"expected a policy name, recipe file or object with decide(view), async "
+                        f"adecide(view) or start(ctx) (got {policy!r})")
+    observe = getattr(policy, "observe", None)
+    if observe is not None and not callable(observe):
+        raise UserError(f"policy {policy!r}: 'observe' must be a method (got {observe!r})")
 
 
 def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:

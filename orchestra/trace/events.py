@@ -19,6 +19,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "EventKind",
+    "FeedbackGiven",
     "PolicyDecided",
     "Refined",
     "RunFinished",
@@ -29,7 +30,7 @@ __all__ = [
 
 EventKind = Literal[
     "run_started", "policy_decided", "call_started", "call_finished", "refined", "run_finished",
-    "error",
+    "error", "feedback",
 ]
 
 
@@ -66,7 +67,8 @@ class PolicyDecided(_Base):
 
     kind: Literal["policy_decided"] = "policy_decided"
     round: int
-    action: Literal["think", "route", "answer"]
+    #: ``invalid``: the policy returned an action the runtime could not carry out (``reason``)
+    action: Literal["think", "route", "answer", "invalid"]
     reason: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
@@ -74,6 +76,8 @@ class PolicyDecided(_Base):
     dropped: list[dict[str, Any]] = field(default_factory=list)
     budget_left: dict[str, Any] = field(default_factory=dict)
     latency_s: float = 0.0
+    #: the refiner this decision chose for its round (``None``: the pool's)
+    merge: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +93,8 @@ class CallStarted(_Base):
     messages: list[dict[str, Any]]
     max_tokens: int
     reserved_usd: float
-    role: Literal["route", "refine", "tool"] = "route"
+    #: ``route`` (or the label the policy gave the call), ``refine``, ``policy`` (its own call)
+    role: str = "route"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +118,8 @@ class CallFinished(_Base):
     output_tokens: int
     cost_usd: float
     latency_s: float
-    role: Literal["route", "refine", "tool"] = "route"
+    #: ``route`` (or the label the policy gave the call), ``refine``, ``policy`` (its own call)
+    role: str = "route"
     error: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 1
@@ -154,6 +160,20 @@ class RunFinished(_Base):
     rounds: int
     duration_s: float
     overruns: list[dict[str, Any]] = field(default_factory=list)
+    #: the call id the answer came from (``"policy"``: a text the policy wrote)
+    answer_from: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackGiven(_Base):
+    """Feedback on a finished run (:meth:`~orchestra.runtime.Orchestra.feedback`): a score of
+    the answer in [0, 1] and/or a reward, and what the policy made of it (``observed``)."""
+
+    kind: Literal["feedback"] = "feedback"
+    score: float | None = None
+    reward: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    observed: bool = False
 
 
 #: ``ErrorEvent.error_type`` of a run stopped from outside (Ctrl-C, a cancelled task): the run
@@ -174,11 +194,13 @@ class ErrorEvent(_Base):
     fatal: bool = False
 
 
-Event: TypeAlias = RunStarted | PolicyDecided | CallStarted | CallFinished | Refined | RunFinished | ErrorEvent
+Event: TypeAlias = (RunStarted | PolicyDecided | CallStarted | CallFinished | Refined
+                    | RunFinished | ErrorEvent | FeedbackGiven)
 
 _BY_KIND: dict[str, type[Any]] = {
     str(c.__dataclass_fields__["kind"].default): c
-    for c in (RunStarted, PolicyDecided, CallStarted, CallFinished, Refined, RunFinished, ErrorEvent)
+    for c in (RunStarted, PolicyDecided, CallStarted, CallFinished, Refined, RunFinished,
+              ErrorEvent, FeedbackGiven)
 }
 
 

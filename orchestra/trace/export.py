@@ -11,12 +11,12 @@ Format (version 1), one object per line::
       "run_id": "…", "query": "…", "pool": "…", "policy": "…",
       "status": "ok" | "budget" | "error",
       "decisions": [                       # one per policy decision, in order
-        {"round": 0, "action": "think" | "route" | "answer", "reason": "…",
+        {"round": 0, "action": "think" | "route" | "answer" | "invalid", "reason": "…",
          "scores": {…},                     # whatever the policy reported
          "calls": [{"agent": "…", "model": "…"}]}   # the planned calls that fit the budget
       ],
       "calls": [                           # every model call, in the order they finished
-        {"round": 0, "agent": "…", "model": "…", "role": "route" | "refine" | "tool",
+        {"round": 0, "agent": "…", "model": "…", "role": "route" | <a policy's label> | "refine" | "policy" | "tool",
          "input_tokens": 12, "output_tokens": 30, "cost_usd": 0.0004, "latency_s": 0.8,
          "output": "…", "error": null | "…",
          "overrun": null | {"reserved_usd": …, "charged_usd": …, "excess_usd": …,
@@ -94,7 +94,7 @@ class ExampleDecision(_Frozen):
     """One policy decision."""
 
     round: int = Field(ge=0)
-    action: Literal["think", "route", "answer"]
+    action: Literal["think", "route", "answer", "invalid"]
     reason: str = ""
     scores: dict[str, Any] = Field(default_factory=dict)
     calls: list[PlannedCall] = Field(default_factory=list)
@@ -106,7 +106,8 @@ class ExampleCall(_Frozen):
     round: int = Field(ge=0)
     agent: str
     model: str
-    role: Literal["route", "refine", "tool"] = "route"
+    #: ``route`` (or the label the policy gave the call), ``refine``, ``policy``, ``tool``
+    role: str = Field(default="route", min_length=1)
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float = Field(ge=0)

@@ -45,6 +45,14 @@ EXPECTED: dict[str, list[str]] = {
         r"scores=\{'words': \d+",
         r"round 1 votes",
     ],
+    "team_policy.py": [
+        (r"mode reflection \(by cue\)\n\s+round 0 route\s+solver@gemma3\n\s+round 1 route\s+"
+         r"critic@smollm2\n\s+round 2 route\s+reviser@gemma3"),
+        (r"mode debate \(by cue\)\n\s+round 0 route\s+proponent@gemma3, skeptic@smollm2\n"
+         r"\s+round 1 route\s+judge@gemma3"),
+        r"by asked smollm2\)\n\s+round 0 policy_call policy@smollm2",  # the policy's own call
+        r"from judge@gemma3",                                           # answer provenance
+    ],
     "tools_agent.py": [
         r"model -> tool call get_weather",
         r"answer: It is 21 degrees celsius and sunny in Paris\.",

@@ -181,8 +181,8 @@ def test_read_examples_rejects_bad_lines(tmp_path: Path, store: TraceStore) -> N
     msg = bad(json.dumps({**first, "cost_usd": "cheap"}))
     assert ":3:" in msg and "cost_usd" in msg and "'cheap'" in msg
     assert "version 2" in bad(json.dumps({**first, "version": 2}))
-    msg = bad(json.dumps({**first, "calls": [{**first["calls"][0], "role": "boss"}]}))
-    assert "role" in msg and "'boss'" in msg
+    msg = bad(json.dumps({**first, "calls": [{**first["calls"][0], "role": 7}]}))
+    assert "role" in msg and "7" in msg
     assert "extra_field" in bad(json.dumps({**first, "extra_field": 1}))
     with pytest.raises(UserError, match="orchestra traces export"):
         list(read_examples(tmp_path / "missing.jsonl"))

@@ -217,7 +217,7 @@ def test_timed_out_call_keeps_its_reservation_as_spent() -> None:
     assert r.cost_usd == pytest.approx(started.reserved_usd) and r.cost_usd > 0
 
 
-def test_policy_routing_to_a_forbidden_model_is_a_routing_error() -> None:
+def test_policy_routing_to_a_forbidden_model_is_invalid() -> None:
     m = [ModelSpec(name=n, id=f"test/{n}", input_price=1, output_price=1) for n in ("a", "b")]
     pool = Pool(models=tuple(m), agents=(AgentSpec(name="x", models=("a",)),),
                 refiner=RefinerSpec(kind="vote"))
@@ -230,10 +230,15 @@ def test_policy_routing_to_a_forbidden_model_is_a_routing_error() -> None:
 
     store = MemoryTraceStore()
     with pytest.raises(RoutingError, match="may not use"):
-        orch(pool, FunctionBackend(lambda r: "x"), policy=Bad(), store=store).run("q")
+        orch(pool, FunctionBackend(lambda r: "x"), policy=Bad(), store=store,
+             on_invalid="raise").run("q")
     run = store.list_runs()[0]
     assert run["status"] == "error"
     assert store.events(run["run_id"])[-1]["kind"] == "error"
+    # By default the invalid action is recorded and the run falls back to the default call.
+    r = orch(pool, FunctionBackend(lambda r: "x"), policy=Bad()).run("q")
+    assert r.steps[0]["action"] == "invalid" and "may not use" in r.steps[0]["reason"]
+    assert r.answer == "x" and r.stop_reason == "invalid_action"
 
 
 def test_unknown_policy_lists_known_ones() -> None:
