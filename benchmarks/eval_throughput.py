@@ -39,7 +39,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Console
@@ -47,9 +46,13 @@ from rich.table import Table
 
 from orchestra.backends.replay import ReplayBackend, pool_from_outcomes, replay_call
 from orchestra.budget import BudgetLeft
-from orchestra.eval.harness import PolicySpec, _Grader, _resolve, _run_point, load_eval_data
+from orchestra.eval.data import load_eval_data
+from orchestra.eval.grading import Grader
+from orchestra.eval.harness import _resolve, _run_point
+from orchestra.eval.specs import PolicySpec
 from orchestra.policies.base import Answer, CallView, RoundView, Route, RunView, Think
 from orchestra.refiners import vote
+from orchestra.trace.events import Event, Refined
 
 ROOT = Path(__file__).resolve().parent
 # Named data ("routerbench"): the shared folder beside the checkout unless the caller set one.
@@ -58,7 +61,7 @@ TARGET_QPS = 200.0
 POLICIES = ["cheapest", "single:mistralai/mixtral-8x7b-chat", "ensemble,k=3,select=cheapest"]
 
 
-def direct_point(policy: Any, pool: Any, grader: _Grader, queries: list[Any],
+def direct_point(policy: Any, pool: Any, grader: Grader, queries: list[Any],
                  max_rounds: int = 4) -> tuple[float, float, float]:
     """(total cost, mean score, seconds) of the policy without the runtime."""
     left = BudgetLeft(usd=None, tokens=None, calls=None, rounds=max_rounds, seconds=None,
@@ -71,7 +74,7 @@ def direct_point(policy: Any, pool: Any, grader: _Grader, queries: list[Any],
     for q in queries:
         meta = {"query_id": q.query_id, "task": q.task}
         rounds: list[RoundView] = []
-        events: list[Any] = []
+        events: list[Event] = []
         answer: str | None = None
         while len(rounds) < max_rounds:
             view = RunView(query=q.text, history=(), rounds=tuple(rounds), notes=(),
@@ -99,18 +102,19 @@ def direct_point(policy: Any, pool: Any, grader: _Grader, queries: list[Any],
             else:
                 idx, _ = vote([c.output for c in ok], priority=[prio[c.model] for c in ok])
                 text = ok[idx].output
-            events.append(SimpleNamespace(kind="refined", output=text, inputs=[
-                {"agent": c.agent, "model": c.model, "output": c.output} for c in ok]))
+            events.append(Refined(run_id="direct", round=len(rounds), refiner="vote", output=text,
+                                  inputs=[{"agent": c.agent, "model": c.model, "output": c.output}
+                                          for c in ok]))
             rounds.append(RoundView(index=len(rounds), calls=tuple(calls), answer=text,
                                     refiner="vote"))
         else:
             answer = rounds[-1].answer if rounds else None
-        score, _ = grader.grade(q, SimpleNamespace(answer=answer or None, events=events))
+        score, _ = grader.grade(q, answer or None, events)
         total_score += score
     return total_cost, total_score / len(queries), time.perf_counter() - t0
 
 
-async def runtime_point(policy: Any, pool: Any, grader: _Grader, queries: list[Any],
+async def runtime_point(policy: Any, pool: Any, grader: Grader, queries: list[Any],
                         concurrency: int) -> Any:
     return await _run_point(policy, pool, ReplayBackend(), grader, queries, lam=None,
                             budget=None, concurrency=concurrency, strong=None, label="",
@@ -136,7 +140,7 @@ def _component(filename: str) -> str:
     return "other stdlib / libraries"
 
 
-def profile_runtime(policy: Any, pool: Any, grader: _Grader, queries: list[Any],
+def profile_runtime(policy: Any, pool: Any, grader: Grader, queries: list[Any],
                     concurrency: int) -> dict[str, Any]:
     prof = cProfile.Profile()
     prof.enable()
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_eval_data("routerbench", split="test", priors="auto")
     table = data.table
     pool = pool_from_outcomes(table, quality=data.priors)
-    grader = _Grader(table)
+    grader = Grader(table)
     queries = grader.queries
     load_before = os.getloadavg()
     results = []

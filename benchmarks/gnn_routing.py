@@ -225,7 +225,8 @@ def paired_bootstrap(a: tuple[Any, Any], b: tuple[Any, Any], table: Any, n_boot:
 
 
 def bench(data: str, retrain: bool, con: Console) -> dict[str, Any]:
-    from orchestra.eval.harness import evaluate, load_eval_data
+    from orchestra.eval.data import load_eval_data
+    from orchestra.eval.harness import evaluate
 
     left_out = LEAVE_OUT[data]
     arts = ensure_artifacts(data, left_out, retrain, con)

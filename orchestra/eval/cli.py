@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ from rich.table import Table
 from orchestra.errors import UserError
 
 if TYPE_CHECKING:
-    from orchestra.eval.harness import EvalReport
+    from orchestra.eval.report import EvalReport
 
 __all__ = ["eval_command", "render_report"]
 
@@ -54,11 +54,10 @@ def render_report(report: EvalReport, console: Console, *, show_points: bool = F
     if est:
         title += " · COSTS ESTIMATED"
     t = Table(title=title, title_style="bold", show_lines=False, header_style="bold")
-    for col, just in (("policy", "left"), ("λ", "right"), ("score", "right"),
-                      ("total $", "right"), ("$/query", "right"), ("calls/q", "right"),
-                      ("rounds/q", "right"), ("AIQ", "right"), ("APGR", "right"),
-                      ("$ to match best", "right"), ("Δ hull", "right"), ("q/s", "right")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    t.add_column("policy", justify="left")
+    for col in ("λ", "score", "total $", "$/query", "calls/q", "rounds/q", "AIQ", "APGR",
+                "$ to match best", "Δ hull", "q/s"):
+        t.add_column(col, justify="right")
     n = d["n_queries"] or 1
     for key in ("oracle", "best_single", "cheapest_single", "random"):
         r = report.references[key]
@@ -162,9 +161,17 @@ def eval_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate policies on recorded outcomes through the real runtime (replay pool)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from orchestra.eval.harness import evaluate, load_eval_data
+    from orchestra.eval.data import load_eval_data
+    from orchestra.eval.harness import evaluate
     from orchestra.spec import Budget
 
     out = Console()
@@ -177,7 +184,7 @@ def eval_command(
     ev_data = load_eval_data(data, split=split, tasks=task_list, limit=limit, seed=seed,
                              priors=priors)
     budget = Budget(usd=budget_usd, rounds=max_rounds)
-    ids: dict[str, Any] = {}
+    ids: dict[str, TaskID] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
 

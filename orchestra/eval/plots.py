@@ -17,7 +17,7 @@ import numpy as np
 from orchestra.errors import UserError
 
 if TYPE_CHECKING:
-    from orchestra.eval.harness import EvalReport
+    from orchestra.eval.report import EvalReport
 
 __all__ = ["plot_report"]
 

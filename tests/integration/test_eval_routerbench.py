@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.eval.harness import evaluate, load_eval_data
+from orchestra.eval.data import load_eval_data
+from orchestra.eval.harness import evaluate
 
 
 @pytest.fixture()

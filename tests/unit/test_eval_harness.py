@@ -24,13 +24,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestra.errors import UserError
-from orchestra.eval.harness import (
-    DEFAULT_LAMBDAS,
-    PolicySpec,
-    evaluate,
-    load_eval_data,
-    parse_lambdas,
-)
+from orchestra.eval.data import load_eval_data
+from orchestra.eval.harness import evaluate
+from orchestra.eval.specs import DEFAULT_LAMBDAS, PolicySpec, parse_lambdas
 from orchestra.outcomes import ModelInfo, OutcomeTable, QueryRow
 from orchestra.policies.base import Answer, Call, Route, RunView
 from orchestra.policies.registry import register_policy
@@ -252,6 +248,19 @@ def test_load_eval_data_filters(table: OutcomeTable, tmp_path: Path) -> None:
     assert d.table.n_queries == 2 and d.priors == {"cheap": 0.25, "mid": 0.5, "strong": 0.75}
     with pytest.raises(UserError, match="unknown task"):
         load_eval_data(path, tasks=["nope"])
+
+
+def test_load_eval_data_from_a_table(table: OutcomeTable) -> None:
+    d = load_eval_data(table, split="test", limit=10)  # a limit above the size keeps every query
+    assert (d.name, d.split, d.table.n_queries, d.priors, d.priors_source) == (
+        "<table>", "test", 4, None, None)
+    # The same seed picks the same subset, in table order.
+    a, b = (load_eval_data(table, limit=3, seed=5).table.queries for _ in range(2))
+    assert a == b and len(a) == 3 and a == [q for q in table.queries if q in a]
+    with pytest.raises(UserError, match=r"expected --limit >= 1 \(got 0\)"):
+        load_eval_data(table, limit=0)
+    with pytest.raises(UserError, match=r"unknown split\(s\) \['train'\]"):
+        load_eval_data(table, split="train")
 
 
 def test_cli_eval(table: OutcomeTable, tmp_path: Path) -> None:
