@@ -10,13 +10,10 @@ import re
 import string
 from collections.abc import Sequence
 
+from orchestra.outcomes.choices import extract_choice_letter
+
 __all__ = ["extract_short_answer", "normalize_answer", "vote"]
 
-_CHOICE_PATTERNS = [
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\b([A-E])\b\)?", re.IGNORECASE),
-    re.compile(r"^\s*\(?([A-E])\)?(?:[.):\s]|$)"),
-    re.compile(r"\(([A-E])\)"),
-]
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
 
@@ -36,16 +33,18 @@ def extract_short_answer(text: str, kind: str = "auto") -> str:
         text: the output.
         kind: ``choice`` (a letter A–E), ``number`` (the last number), ``text`` (the first line,
             normalised) or ``auto`` (choice if the output starts with or states a letter, else a
-            number for a numeric-looking answer line, else text).
+            number for a numeric-looking answer line, else text). Letters are read by the one
+            choice extractor, :func:`orchestra.outcomes.choices.extract_choice_letter`.
     """
     s = text.strip()
     if not s:
         return ""
     if kind in ("choice", "auto"):
-        for pat in _CHOICE_PATTERNS:
-            m = pat.search(s)
-            if m and (kind == "choice" or pat is not _CHOICE_PATTERNS[2] or len(s) < 40):
-                return m.group(1).upper()
+        # The number of options is unknown here: letters A-E, a bare number stays a number. A
+        # "(B)" inside a long free-text answer is only read as a choice when one is expected.
+        letter = extract_choice_letter(s, None, anywhere=kind == "choice" or len(s) < 40)
+        if letter is not None:
+            return letter
         if kind == "choice":
             return ""
     first = s.splitlines()[0]
