@@ -1,8 +1,8 @@
 """What the in-process litellm providers share: one ``litellm.CustomLLM`` base.
 
-The ``local`` provider (:mod:`orchestra.backends.local`: embedded llama.cpp models) and the
-``replay`` provider (:mod:`orchestra.backends.replay`: recorded outcomes) answer litellm calls in
-this process. :class:`InProcessProvider` is the part they have in common:
+The ``local`` provider (:mod:`orchestra.backends.local`: embedded llama.cpp models), the
+``replay`` provider (:mod:`orchestra.backends.replay`: recorded outcomes) and the fault suite's
+``faulty`` provider (:mod:`orchestra.backends.faulty`) answer litellm calls in this process. :class:`InProcessProvider` is the part they have in common:
 
 - litellm's sync and async completion entry points, read into one :class:`Call`;
 - the refusal of tool calls (neither provider can make one);
@@ -13,20 +13,23 @@ this process. :class:`InProcessProvider` is the part they have in common:
 
 A provider subclass names itself (:attr:`~InProcessProvider.provider`, ``purpose``,
 ``no_tools``) and answers a call (:meth:`~InProcessProvider.answer`, and
-:meth:`~InProcessProvider.aanswer` when it has real async work).
+:meth:`~InProcessProvider.aanswer` when it has real async work); one that must return a response
+no :class:`Reply` describes (the fault suite's malformed ones) overrides ``completion`` and
+``acompletion``, still reading the arguments with :meth:`~InProcessProvider.call`.
 
 Importing this module imports litellm; the providers' own modules are imported on first use.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from orchestra.backends.pricing import import_litellm, register_custom_provider
+from orchestra.backends.pricing import import_litellm
 
 litellm = import_litellm()  # first: no cost-map download at import, quiet logs, no telemetry
 
@@ -34,6 +37,8 @@ from litellm import CustomLLM
 from litellm.types.utils import ModelResponse, Usage
 
 __all__ = ["Call", "InProcessProvider", "Reply"]
+
+_REGISTER_LOCK = threading.Lock()
 
 #: ``CustomLLM.completion``'s parameters after ``model`` and ``messages``, in order. litellm
 #: passes them by keyword; a positional call is read the same way.
@@ -189,4 +194,23 @@ class InProcessProvider(CustomLLM):
         Raises:
             UserError: when another handler already holds the provider name.
         """
-        return register_custom_provider(cls.provider, cls, cls.purpose)
+        from orchestra.errors import UserError
+
+        with _REGISTER_LOCK:
+            for item in litellm.custom_provider_map:
+                if item.get("provider") == cls.provider:
+                    if not isinstance(item.get("custom_handler"), cls):
+                        raise UserError(
+                            f"litellm provider {cls.provider!r} is already registered to "
+                            f"{item.get('custom_handler')!r}; {cls.purpose} needs it")
+                    return item["custom_handler"], False
+            handler = cls()
+            litellm.custom_provider_map = [
+                *litellm.custom_provider_map, {"provider": cls.provider, "custom_handler": handler},
+            ]
+            # litellm does this itself at each call; doing it now lets code that asks litellm
+            # about providers before the first call see this one.
+            from litellm.utils import custom_llm_setup
+
+            custom_llm_setup()
+            return handler, True

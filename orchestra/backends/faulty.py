@@ -41,11 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestra.backends.pricing import (
-    import_litellm,
-    register_custom_provider,
-    reply_provider_class,
-)
+from orchestra.backends.pricing import import_litellm
 from orchestra.backends.words import count_tokens, prompt_tokens
 
 if TYPE_CHECKING:
@@ -173,21 +169,21 @@ def _words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(n))
 
 
-def _reply(model: str, messages: list, optional_params: dict, kwargs: dict,
-           model_response: Any) -> Any:
-    """The provider's answer to one request: the next fault of the run's plan."""
+def _reply(call: Any) -> Any:
+    """The provider's answer to one request (a :class:`~orchestra.backends._provider.Call`):
+    the next fault of the run's plan, as litellm's response (or the exception it raises)."""
     litellm = import_litellm()  # (imported already: litellm is calling)
     from litellm.types.utils import Usage
 
-    meta = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    model, messages, model_response = call.model, call.messages, call.model_response
+    meta = call.metadata
     plan = _PLANS.get(str(meta.get("fault_plan")))
     if plan is None:
         raise litellm.BadRequestError(
             message=f"faulty: no fault plan {meta.get('fault_plan')!r}; run with "
                     "meta={'fault_plan': new_plan(...).id}",
             model=f"{PROVIDER}/{model}", llm_provider=PROVIDER)
-    p = optional_params or {}
-    max_tokens = int(p.get("max_tokens") or p.get("max_completion_tokens") or 16)
+    max_tokens = call.max_tokens or 16
     kind, rng = plan.draw()
     if kind == "rate_limit":
         raise litellm.RateLimitError(message="faulty: 429 slow down",
@@ -239,11 +235,28 @@ def _reply(model: str, messages: list, optional_params: dict, kwargs: dict,
 
 
 @functools.cache
-def _provider_class() -> type:
-    """The ``CustomLLM`` subclass, built on first use (importing litellm is slow)."""
-    return reply_provider_class(
-        "FaultyProvider",
-        "litellm provider ``faulty``: injects the faults of the run's :class:`FaultPlan`.", _reply)
+def _provider_class() -> Any:
+    """The provider class, built on first use (importing litellm is slow)."""
+    from orchestra.backends._provider import InProcessProvider
+
+    class FaultyProvider(InProcessProvider):
+        """litellm provider ``faulty``: injects the faults of the run's :class:`FaultPlan`."""
+
+        provider = PROVIDER
+        purpose = "orchestra's fault suite"
+        no_tools = "faulty: the fault suite's models make no tool calls"
+
+        # Its responses are litellm's own, malformed ones included (no choices, no usage, a
+        # non-string content), which no Reply describes: both entry points build them.
+
+        def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            return _reply(self.call(model, messages, args, kwargs))
+
+        async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any
+                              ) -> Any:
+            return _reply(self.call(model, messages, args, kwargs))
+
+    return FaultyProvider
 
 
 _PRICED: set[str] = set()
@@ -271,7 +284,7 @@ def register_prices(models: Iterable[ModelSpec]) -> None:
 
 def register_faulty_provider() -> Any:
     """Register the ``faulty`` provider with litellm (idempotent, thread-safe)."""
-    handler, _ = register_custom_provider(PROVIDER, _provider_class(), "orchestra's fault suite")
+    handler, _ = _provider_class().register()
     return handler
 
 
