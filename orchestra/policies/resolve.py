@@ -37,7 +37,8 @@ def _load_builtin() -> None:
     except ImportError:
         pass
     # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).
-    import orchestra.policies.gnn  # noqa: F401
+    import orchestra.policies.gnn
+    import orchestra.policies.rl  # noqa: F401  (registers ``rl``; torch loads on first use)
 
 
 def _call_factory(factory: PolicyFactory, name: str, pool: Pool, arg: str | None,
