@@ -306,3 +306,55 @@ def test_an_overrun_before_the_kill_still_stops_the_resumed_run(tmp_path: Path) 
                   durable=tmp_path / "ckpt").resume("o1")
     assert r.stop_reason == "budget_overrun" and healthy.calls == []
     assert [o["call_id"] for o in r.overruns] == [a_done["call_id"]]
+
+
+class Killed(BaseException):
+    """A kill in the middle of a policy's decision (BaseException: no handler sees it)."""
+
+
+class AsksThenRoutes:
+    """Asks model a itself (ctx.complete), then routes to b."""
+
+    name = "asks-then-routes"
+
+    def start(self, ctx: Any) -> Any:
+        return _Asking(ctx)
+
+
+class _Asking:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def adecide(self, view: Any) -> Any:
+        from orchestra import Answer, Call, Route
+
+        if view.rounds:
+            return Answer()
+        asked = await self.ctx.complete("which model?", model="a")
+        return Route([Call(model="b")], scores={"asked": asked.output})
+
+
+def test_a_policy_call_paid_before_a_kill_is_not_sent_again(tmp_path: Path) -> None:
+    store = SQLiteTraceStore(tmp_path / "t.sqlite")
+
+    def kill_after_the_policy_call(ev: Event) -> None:
+        if ev.kind == "call_finished" and ev.role == "policy":
+            raise Killed("killed in the middle of the decision")
+
+    first = FunctionBackend(answer)
+    o = Orchestra(two_models(), policy=AsksThenRoutes(), backend=first, store=store,
+                  durable=tmp_path / "ckpt")
+    with pytest.raises(Killed):
+        o.run("q", run_id="p1", on_event=kill_after_the_policy_call)
+    assert [c.model for c in first.calls] == ["a"]
+
+    again = FunctionBackend(answer)
+    r = Orchestra(two_models(), policy=AsksThenRoutes(), backend=again, store=store,
+                  durable=tmp_path / "ckpt").resume("p1")
+    # The decision ran again, found its paid call in the journal, and only b was sent.
+    assert [c.model for c in again.calls] == ["b"]
+    assert r.answer == "answer from b" and r.calls == 2
+    route = next(s for s in r.steps if s["action"] == "route")
+    assert route["scores"] == {"asked": "answer from a"}
+    assert finished_ids(store, "p1").count("policy-0-0") == 1
+    assert store.get_run("p1")["cost_usd"] == pytest.approx(r.cost_usd)  # type: ignore[index]
