@@ -60,6 +60,9 @@ LAZY_COMMANDS: dict[str, dict[str, Lazy]] = {
         "data": Lazy("orchestra.outcomes.cli:data_app", "Inspect recorded outcome tables.",
                      group=True),
         "train": Lazy("orchestra.training.cli:train_app", "Train routing policies.", group=True),
+        "keys": Lazy("orchestra.serve.keys_cli:keys_app",
+                     "Create, list and revoke API keys for `orchestra serve`, with their budgets "
+                     "and spend.", group=True),
     },
     "traces": {
         "export": Lazy("orchestra.trace.export:export_command",
