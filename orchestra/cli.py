@@ -4,9 +4,9 @@ Errors: a :class:`~orchestra.errors.UserError` prints one readable line and exit
 during a run prints one line and exits 1; ``--debug`` (anywhere on the line) shows tracebacks.
 
 Start-up stays light: the sub-commands written in other modules (``data``, ``doctor``, ``eval``,
-``train``, ``viewer``, ``traces export``) are listed in ``--help`` from the one-line help kept in
-:data:`LAZY_COMMANDS` and imported only when invoked, and every command imports what it needs
-(pydantic, numpy, litellm, LangGraph, torch) in its body.
+``serve``, ``train``, ``viewer``, ``traces export``) are listed in ``--help`` from the one-line
+help kept in :data:`LAZY_COMMANDS` and imported only when invoked, and every command imports
+what it needs (pydantic, numpy, litellm, LangGraph, torch) in its body.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ LAZY_COMMANDS: dict[str, dict[str, Lazy]] = {
         "viewer": Lazy("orchestra.trace.viewer.cli:viewer_command",
                        "Browse stored runs in a web page: timelines, live runs, comparisons and "
                        "costs."),
+        "serve": Lazy("orchestra.serve.cli:serve_command",
+                      "Serve the pool as an OpenAI-compatible endpoint (chat completions, models, "
+                      "metrics)."),
         "eval": Lazy("orchestra.eval.cli:eval_command",
                      "Evaluate policies on recorded outcomes through the real runtime (replay "
                      "pool)."),

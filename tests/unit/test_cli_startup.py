@@ -32,7 +32,7 @@ with open(sys.argv[1], "w") as f:
 HEAVY = ("numpy", "pydantic", "pydantic_core", "litellm", "langgraph", "torch", "orchestra.spec",
          "orchestra.runtime", "orchestra.outcomes", "orchestra.trace")
 LAZY_MODULES = ("orchestra.doctor", "orchestra.eval", "orchestra.training", "orchestra.outcomes",
-                "orchestra.trace.viewer", "orchestra.trace.export")
+                "orchestra.trace.viewer", "orchestra.trace.export", "orchestra.serve")
 
 
 def run_cli(tmp_path: Path, *args: str) -> tuple[str, set[str]]:
@@ -59,7 +59,7 @@ def test_help_lists_every_command_and_imports_nothing_heavy(tmp_path: Path) -> N
     out, modules = run_cli(tmp_path, "--help")
     assert loaded(modules, HEAVY + LAZY_MODULES) == []
     for name in ("run", "resume", "chat", "doctor", "viewer", "eval", "pools", "traces",
-                 "policies", "data", "train"):
+                 "policies", "data", "train", "serve", "keys"):
         assert listed(out, name), name
     assert "Check what a first run needs" in out
     # Plain help: typer's rich formatting (typer.rich_utils, markdown-it) is never imported.
