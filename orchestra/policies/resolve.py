@@ -36,6 +36,9 @@ def _load_builtin() -> None:
         import orchestra.policies.learned
     except ImportError:
         pass
+    # ``bandit`` registers itself; numpy loads when one is built.
+    import orchestra.policies.bandit
+
     # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).
     import orchestra.policies.gnn
     import orchestra.policies.rl  # noqa: F401  (registers ``rl``; torch loads on first use)
