@@ -120,6 +120,8 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grade
     from orchestra.runtime import Orchestra
 
     orch = Orchestra(pool, policy=policy, budget=budget, backend=backend, store=False)
+    # An online policy (one with observe) learns from each graded answer, batch by batch.
+    online = callable(getattr(policy, "observe", None))
     scores = np.zeros(len(queries))
     costs = np.zeros(len(queries))
     calls = rounds = aggregated = errors = strong_hits = 0
@@ -133,6 +135,8 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grade
             orch.arun(q.text, meta={"query_id": q.query_id, "task": q.task}) for q in batch])
         for k, (q, res) in enumerate(zip(batch, results, strict=True)):
             score, agg = grader.grade(q, res.answer, res.events, res.answer_from)
+            if online:
+                orch.feedback(res.trace_id, score=min(1.0, max(0.0, score)))
             i = start + k
             scores[i] = score
             costs[i] = res.cost_usd
@@ -166,7 +170,7 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grade
         aggregated=aggregated, errors=errors, first_error=first_error, stop_reasons=dict(stops),
         seconds=seconds, queries_per_s=n / seconds if seconds > 0 else float("inf"),
         strong_share=strong_hits / n if (strong is not None and n) else None,
-        per_task=per_task, model_calls=dict(sorted(per_model.items())),
+        per_task=per_task, model_calls=dict(sorted(per_model.items())), online=online,
     )
 
 

@@ -38,6 +38,8 @@ class PointResult:
         delta_vs_hull: ``mean_score - hull_quality``.
         per_task: ``{task: {"n", "mean_score", "cost"}}``.
         model_calls: successful calls per model (routing shares: divide by the sum).
+        online: the policy learned as the queries ran (it has ``observe``: each graded score
+            went back to it as feedback, batch by batch, in query order).
     """
 
     lam: float | None
@@ -57,6 +59,7 @@ class PointResult:
     delta_vs_hull: float | None = None
     per_task: dict[str, dict[str, float]] = field(default_factory=dict)
     model_calls: dict[str, int] = field(default_factory=dict)
+    online: bool = False
 
     def model_share(self, model: str) -> float:
         """Share of the successful calls that went to ``model``."""

@@ -96,7 +96,26 @@ class PickPolicy:
         return Route([Call(model=m if m in self.names else "cheap")])
 
 
+class LearnsPolicy:
+    """Routes to cheap until told a score, then to the model whose last score was best."""
+
+    name = "learns-test"
+    SEEN: ClassVar[list[tuple[str, float | None]]] = []
+
+    def __init__(self, pool: Pool) -> None:
+        self.best: dict[str, float] = {}
+
+    def decide(self, view: RunView) -> Any:
+        if view.rounds:
+            return Answer()
+        return Route([Call(model="cheap")], scores={"arm": "cheap"})
+
+    def observe(self, feedback: Any) -> None:
+        LearnsPolicy.SEEN.append((feedback.meta["query_id"], feedback.score))
+
+
 register_policy("lam-test", LamPolicy, doc="test: argmax quality − λ·cost")
+register_policy("learns-test", LearnsPolicy, doc="test: online, observes feedback")
 register_policy("pick-test", PickPolicy, doc="test: per-query fixed choice")
 
 
@@ -165,6 +184,17 @@ def test_baselines_and_ensembles_graded_by_hand(table: OutcomeTable) -> None:
     assert sum(e2.model_calls.values()) == e2.calls_per_query * e2.n
     assert cheapest.model_calls == {"cheap": 4} and cheapest.model_share("cheap") == 1.0
     assert cheapest.model_share("strong") == 0.0
+
+
+def test_a_policy_with_observe_learns_from_each_graded_answer(table: OutcomeTable) -> None:
+    LearnsPolicy.SEEN.clear()
+    r = evaluate(table, ["learns-test", "cheapest"], apgr=False)
+    by = {p.spec: p for p in r.policies}
+    point = by["learns-test"].points[0]
+    assert point.online and not by["cheapest"].points[0].online
+    # Every query's graded score went back as feedback: cheap is right on q1 only.
+    assert sorted(LearnsPolicy.SEEN) == [("q1", 1.0), ("q2", 0.0), ("q3", 0.0), ("q4", 0.0)]
+    assert point.mean_score == pytest.approx(0.25)
 
 
 def test_lambda_sweep_curve_and_aiq(table: OutcomeTable) -> None:
