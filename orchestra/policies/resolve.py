@@ -39,6 +39,9 @@ def _load_builtin() -> None:
     # ``bandit`` registers itself; numpy loads when one is built.
     import orchestra.policies.bandit
 
+    # ``escalate`` registers itself; numpy loads when one is built.
+    import orchestra.policies.escalate
+
     # The GNN package registers ``gnn`` without importing torch (its factory does, lazily).
     import orchestra.policies.gnn
     import orchestra.policies.rl  # noqa: F401  (registers ``rl``; torch loads on first use)

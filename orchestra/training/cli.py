@@ -91,13 +91,12 @@ def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
         A summary: artifact path, chosen hyperparameters, CV AIQ, λ grid.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestra.embed import get_embedder
-    from orchestra.outcomes.loaders import load_outcomes
     from orchestra.policies.learned.locations import default_artifact_dir
     from orchestra.policies.learned.scorers import ROUTER_KINDS
     from orchestra.training.cv import DEFAULT_GRIDS
+    from orchestra.training.progress import artifact_base, load_training_table, stage_progress
     from orchestra.training.router_data import prepare_data
     from orchestra.training.router_fit import train_router
 
@@ -106,39 +105,18 @@ def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
     if opts["embedder"] not in ("minilm", "hashing"):
         raise UserError(f"--embedder must be 'minilm' or 'hashing' (got {opts['embedder']!r})")
     err = Console(stderr=True, emoji=False, highlight=False)
-    data_name = str(opts["data"])
-    split = opts["split"]
-    if (split or data_name.rpartition(":")[2]).lower() == "test":
-        err.print("[yellow]warning:[/yellow] training on a test split; evaluate on another split")
-    table = load_outcomes(data_name, split=split)
-    if ":" in data_name:
-        source = data_name
-    elif Path(data_name).exists():
-        source = data_name if split is None else f"{data_name}:{split}"
-    else:  # a known name: load_outcomes took its train split unless told otherwise
-        source = f"{data_name}:{split or 'train'}"
+    table, source = load_training_table(str(opts["data"]), opts["split"], err)
     err.print(f"[bold]{kind}[/bold] router on {source}: {table.n_queries} queries x "
               f"{table.n_models} models, {len(table.tasks)} task(s)")
     embedder = get_embedder(opts["embedder"])  # type: ignore[arg-type]
     with err.status(f"embedding {table.n_queries} queries with {embedder.name} (cached on disk)"):
         data = prepare_data(table, embedder, source=source)
     grid = None if opts["params"] else DEFAULT_GRIDS[kind]
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with stage_progress(err) as progress:
         router = train_router(kind, data, params=opts["params"], grid=grid,  # type: ignore[arg-type]
                               folds=opts["folds"], seed=opts["seed"],
                               ensemble=opts.get("ensemble"), progress=progress)
-    base, _, used_split = source.rpartition(":") if ":" in source else (source, "", "")
-    if base and used_split and used_split != "train":
-        base = f"{base}-{used_split}"
-    out = opts["out"] or default_artifact_dir(base or source, kind)
+    out = opts["out"] or default_artifact_dir(artifact_base(source), kind)
     path = router.save(out)
     cv = router.config["cv"]
     summary = {
@@ -177,7 +155,12 @@ def _main(kind: str, opts: TrainOptions) -> None:
     from rich.console import Console
 
     try:
-        summary = run_training(kind, opts)
+        if kind == "escalate":
+            from orchestra.training.escalate_fit import run_escalate_training
+
+            summary = run_escalate_training(opts)
+        else:
+            summary = run_training(kind, opts)
     except UserError as e:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
         raise typer.Exit(2) from None
@@ -206,6 +189,13 @@ def mf(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
        param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False) -> None:
     """Matrix-factorisation router (RouteLLM MF for N models): dim and weight decay by CV."""
     _main("mf", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
+
+
+@train_app.command("escalate")
+def escalate(data: DataOpt, split: SplitOpt = None, out: OutOpt = None, seed: SeedOpt = 0,
+             folds: FoldsOpt = 5, param: ParamOpt = None, as_json: JsonOpt = False) -> None:
+    """Answer-aware cascade (needs recorded responses): P(correct) scorer and gain model by CV."""
+    _main("escalate", train_options(data, split, out, "none", seed, folds, param, as_json))
 
 
 def _mount_gnn() -> None:
