@@ -158,12 +158,15 @@ class Server:
             HTTP layer's).
         max_body_bytes: the largest request body accepted.
         check_keys: check the hosted models' provider API keys at start.
+        meta: metadata added to every run's ``meta`` (e.g. ``{"fault_plan": plan.id}`` for the
+            fault-injecting provider); the server's own keys (``source``, ``api_key``, ...) win.
     """
 
     def __init__(self, pool: Pool | str | Path, *, policy: str | Path | Policy | None = None,
                  backend: Backend | None = None, store: TraceStore | str | Path | None = None,
                  keys: Any = None, timeout_s: float = 300.0,
-                 max_body_bytes: int = DEFAULT_MAX_BODY, check_keys: bool = True) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY, check_keys: bool = True,
+                 meta: Mapping[str, Any] | None = None) -> None:
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s)
                 and timeout_s > 0):
             raise UserError(f"timeout must be a positive number of seconds (got {timeout_s!r})")
@@ -180,6 +183,10 @@ class Server:
         self.budget = base.budget.merged(seconds=min(base.budget.seconds or math.inf,
                                                      self.timeout_s))
         self.max_body_bytes = max_body_bytes
+        if meta is not None and not isinstance(meta, Mapping):
+            raise UserError(f"meta must be a mapping of run metadata (got {type(meta).__name__}); "
+                            "e.g. meta={'fault_plan': plan.id}")
+        self.meta = dict(meta or {})
         self.keys = _open_keys(keys)
         # What the server opened itself it closes at shutdown; what it was given, the caller.
         self._owned: list[Any] = [o for o, given in ((self.store, store), (self.keys, keys))
@@ -334,8 +341,8 @@ class Server:
     async def run(self, prep: _Prepared, tally: _Tally) -> RunResult:
         """The run; whatever ends it, the hold is settled with what was spent."""
         result: RunResult | None = None
-        meta = {"source": "serve", "api_key": prep.key_name, "requested_model": prep.body.model,
-                "user": prep.body.user}
+        meta = {**self.meta, "source": "serve", "api_key": prep.key_name,
+                "requested_model": prep.body.model, "user": prep.body.user}
         try:
             result = await prep.orch.arun(prep.query, history=prep.history, meta=meta,
                                           run_id=prep.run_id, on_event=tally)
@@ -477,7 +484,7 @@ def create_app(pool: Pool | str | Path = "local", *, server: Server | None = Non
         pool: the pool (ignored when ``server`` is given).
         server: a ready :class:`Server`; otherwise one is built from ``pool`` and ``kwargs``
             (``policy``, ``backend``, ``store``, ``keys``, ``timeout_s``, ``max_body_bytes``,
-            ``check_keys``; see :class:`Server`).
+            ``check_keys``, ``meta``; see :class:`Server`).
     """
     srv = server or Server(pool, **kwargs)
 

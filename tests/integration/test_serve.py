@@ -665,3 +665,50 @@ def test_ray_serve_replicas_share_the_key_and_trace_stores(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_server_meta_reaches_every_run_and_the_backend(tmp_path: Path) -> None:
+    """``meta`` given to the server (e.g. a fault plan's id) is on every run's meta and every
+    call's request; the server's own keys win over it."""
+    seen: list[dict[str, Any]] = []
+
+    def remember(req: CompletionRequest) -> str:
+        seen.append(dict(req.meta))
+        return reply(req)
+
+    with serve(tmp_path, FunctionBackend(remember),
+               meta={"fault_plan": "plan-1", "source": "not-this"}) as s:
+        done = s.client().chat.completions.create(
+            model="m1", messages=[{"role": "user", "content": "hi"}])
+        started = s.events(done.model_extra["orchestra"]["trace_id"])[0]
+    assert started["meta"]["fault_plan"] == "plan-1" and started["meta"]["source"] == "serve"
+    assert seen and seen[0]["fault_plan"] == "plan-1"
+    with pytest.raises(UserError, match="meta must be a mapping"):
+        create_app(make_pool(), backend=FunctionBackend(reply), store=False, meta=["x"])
+
+
+def test_requests_share_one_compiled_run_graph(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request builds its own Orchestra: the run graph (which holds no run state) must not
+    be compiled again for each one (~20 ms of CPU a request)."""
+    import orchestra._graph
+    from orchestra import runtime
+
+    built: list[object] = []
+    real = orchestra._graph.build_graph
+
+    def counting(checkpointer: Any = None) -> Any:
+        built.append(checkpointer)
+        return real(checkpointer)
+
+    monkeypatch.setattr(orchestra._graph, "build_graph", counting)
+    runtime._shared_graph.cache_clear()
+    try:
+        with serve(tmp_path) as s:
+            client = s.client()
+            for model in ("auto", "m1", "orchestra/strongest", "auto"):
+                client.chat.completions.create(model=model,
+                                               messages=[{"role": "user", "content": "hi"}])
+        assert built == [None]
+    finally:
+        runtime._shared_graph.cache_clear()
