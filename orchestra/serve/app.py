@@ -134,7 +134,8 @@ class _Prepared:
     """A validated request, ready to run."""
 
     def __init__(self, *, body: ChatRequest, query: str, history: list[dict[str, str]],
-                 orch: Orchestra, run_id: str, hold: Any, key_name: str | None) -> None:
+                 orch: Orchestra, run_id: str, hold: Any, key_name: str | None,
+                 key_limited: bool = False) -> None:
         self.body = body
         self.query = query
         self.history = history
@@ -142,6 +143,8 @@ class _Prepared:
         self.run_id = run_id
         self.hold = hold
         self.key_name = key_name
+        #: the key's limits (not the request's) set the run's budget
+        self.key_limited = key_limited
 
 
 class Server:
@@ -322,8 +325,10 @@ class Server:
         run_id = uuid.uuid4().hex
         want = knobs.budget_usd if knobs.budget_usd is not None else self.budget.usd
         hold = None
+        key_limited = False
         if key is not None:
             hold = self._hold(key, want, run_id)
+            key_limited = hold.amount_usd is not None and (want is None or hold.amount_usd < want)
             want = hold.amount_usd
         try:
             budget = Budget(**{**self.budget.model_dump(), "usd": want,
@@ -336,7 +341,7 @@ class Server:
                 self.keys.settle(hold, 0.0)
             raise
         return _Prepared(body=body, query=query, history=history, orch=orch, run_id=run_id,
-                         hold=hold, key_name=getattr(key, "name", None))
+                         hold=hold, key_name=getattr(key, "name", None), key_limited=key_limited)
 
     async def run(self, prep: _Prepared, tally: _Tally) -> RunResult:
         """The run; whatever ends it, the hold is settled with what was spent."""
@@ -418,6 +423,12 @@ class Server:
             return ApiError(504, f"the run reached the server's time limit ({self.timeout_s:g} s) "
                                  f"before any answer (trace {result.trace_id})",
                             type="timeout_error", code="timeout")
+        if result.stop_reason.startswith("budget") and prep.key_limited:
+            return ApiError(429, f"key {prep.key_name!r} has ${prep.orch.budget.usd!r} left in "
+                                 f"its limits, too little for any call ({result.stop_reason}); "
+                                 "wait for its day to reset or raise its limits (orchestra keys "
+                                 f"usage {prep.key_name}) (trace {result.trace_id})",
+                            type="insufficient_quota", code="insufficient_quota")
         if result.stop_reason.startswith("budget"):
             return ApiError(400, f"the run stopped at its budget ({result.stop_reason}, "
                                  f"usd={prep.orch.budget.usd!r}) before any answer; raise "

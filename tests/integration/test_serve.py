@@ -534,6 +534,27 @@ def test_keys_authenticate_and_budgets_hold(tmp_path: Path) -> None:
         assert books["per_day"]["spent"] == pytest.approx(first + second["cost_usd"], rel=1e-6)
 
 
+def test_a_key_with_too_little_left_for_any_call_gets_429(tmp_path: Path) -> None:
+    from orchestra.serve.keys import KeyStore
+
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    raw, _ = keys.create("bob", total_usd=1e-7)  # held, but no call's worst case fits
+    q = [{"role": "user", "content": "What is the capital of France?"}]
+    with serve(tmp_path, keys=tmp_path / "keys.sqlite") as s:
+        with pytest.raises(openai.RateLimitError) as e:
+            s.client(raw).chat.completions.create(model="m2", messages=q)
+        assert e.value.body["code"] == "insufficient_quota"
+        assert "'bob'" in e.value.body["message"] and "orchestra keys usage bob" in \
+            e.value.body["message"]
+        assert s.backend.calls == []
+        # A request's own small budget (not the key's) is still the caller's 400.
+        r = httpx.post(s.url + "/v1/chat/completions", headers={"authorization": f"Bearer {raw}"},
+                       json={"model": "m2", "messages": q, "orchestra": {"budget_usd": 1e-8}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "budget_too_small"
+    books = keys.usage("bob")
+    assert books["live_holds"] == 0 and books["total"]["spent"] == 0
+
+
 def wait_until(check: Any, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while not check():
