@@ -208,5 +208,15 @@ def _mount_gnn() -> None:
 
 _mount_gnn()
 
+
+def _mount_rl() -> None:
+    # The RL router trainer (SFT then GRPO on Ray Train); imports nothing heavy until it runs.
+    from orchestra.training.rl_cli import rl_command
+
+    train_app.command("rl")(rl_command)
+
+
+_mount_rl()
+
 if __name__ == "__main__":  # pragma: no cover
     train_app()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +38,7 @@ from orchestra.training.gnn_data import Bundle, prepare_bundle
 from orchestra.training.gnn_progress import follow_epochs
 from orchestra.training.gnn_runs import new_run_name, resumed_run, write_run
 from orchestra.training.gnn_worker import load_state_dir, train_loop_per_worker
+from orchestra.training.ray_jobs import final_state, fit_in_thread
 
 __all__ = ["run_training"]
 
@@ -120,28 +120,12 @@ def run_training(
         trainer = _trainer(config, bundle, queue, run_name, storage_path,
                            num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                            threads_per_worker=threads_per_worker, max_epochs=max_epochs)
-        result_box: dict[str, Any] = {}
-
-        def fit() -> None:
-            try:
-                result_box["result"] = trainer.fit()
-            except Exception as e:  # noqa: BLE001 - handed to the driver thread, which raises it
-                result_box["error"] = e
-
-        thread = threading.Thread(target=fit, name="gnn-trainer", daemon=True)
-        thread.start()
+        thread, result_box = fit_in_thread(trainer, "gnn-trainer")
         seen = follow_epochs(thread, queue, out_dir / "history.jsonl", run_name, config.epochs,
                              con)
         with contextlib.suppress(RayError):
             queue.shutdown()
-        if "error" in result_box:
-            err = result_box["error"]
-            raise UserError(f"GNN training failed: {err}") from err
-        result = result_box["result"]
-        if result.checkpoint is None:
-            raise UserError("GNN training reported no checkpoint; nothing to save")
-        with result.checkpoint.as_directory() as cdir:
-            state = load_state_dir(cdir)
+        state = final_state(result_box, load_state_dir, "GNN")
     finally:
         if started_ray:
             ray.shutdown()

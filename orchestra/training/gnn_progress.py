@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestra.training.ray_jobs import queue_events
+
 __all__ = ["follow_epochs"]
 
 
@@ -20,24 +22,13 @@ def follow_epochs(trainer: threading.Thread, queue: Any, history_file: Path, run
     Returns:
         The epoch events seen, in order.
     """
-    from ray.exceptions import RayError
-    from ray.util.queue import Empty
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     seen: list[dict[str, Any]] = []
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task("epochs", total=epochs)
-        while trainer.is_alive() or not queue.empty():
-            try:
-                ev = queue.get(timeout=0.5)
-            except Empty:
-                continue
-            except RayError:  # the queue actor is gone; the trainer thread tells the outcome
-                if not trainer.is_alive():
-                    break
-                time.sleep(0.5)
-                continue
+        for ev in queue_events(trainer, queue):
             seen.append(ev)
             with history_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({**ev, "run": run_name, "time": time.time()}) + "\n")
@@ -49,5 +40,4 @@ def follow_epochs(trainer: threading.Thread, queue: Any, history_file: Path, run
                 f"best {ev['best_val_aiq']:.4f} @ {int(ev['best_epoch']) + 1}"
                 + ("  [done]" if ev.get("done") else "")
             )
-        trainer.join()
     return seen

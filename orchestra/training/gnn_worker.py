@@ -19,6 +19,7 @@ from typing import Any
 from orchestra.training.gnn_config import GNNTrainConfig
 from orchestra.training.gnn_data import Bundle
 from orchestra.training.gnn_fit import fit_gnn
+from orchestra.training.ray_jobs import worker_start
 
 __all__ = ["load_state_dir", "train_loop_per_worker"]
 
@@ -28,21 +29,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import ray.train.torch
-    import torch
     from ray.exceptions import RayError
     from ray.util.queue import Full
 
-    torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
+    rank, world, state = worker_start(loop_config, load_state_dir)
     config = GNNTrainConfig.model_validate(loop_config["config"])
     bundle: Bundle = ray.get(loop_config["bundle"][0])
     queue = loop_config.get("queue")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as cdir:
-            state = load_state_dir(cdir)
     device = ray.train.torch.get_device()
 
     def prepare(model: Any) -> Any:

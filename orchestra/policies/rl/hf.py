@@ -154,8 +154,10 @@ class HFGenerator:
         tok = self.tokenizer
         width = max(len(r.ids) for r in batch)
         pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in batch])
-        attention = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch])
+        dev = self.model.device  # the model's (a GPU when training on one)
+        input_ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in batch], device=dev)
+        attention = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch],
+                                 device=dev)
         stop = sorted({s for r in batch for s in r.stop})
         sample = self.temperature > 0
         kwargs: dict[str, Any] = {
