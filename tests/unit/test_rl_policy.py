@@ -263,3 +263,20 @@ def test_cut_at_stop_keeps_the_closing_tag() -> None:
     assert tok.decode(cut_at_stop(tok, ids, ("</route>",))) == "<route>m0</route>"
     assert cut_at_stop(tok, ids, ("</answer>",)) == ids
     assert tok.decode(cut_at_stop(tok, ids, (), eos=[ord("m")])) == "<route>"
+
+
+def test_an_artifact_serves_with_its_own_settings(tmp_path: Any) -> None:
+    import json
+
+    from orchestra.policies.rl import make_rl_policy
+
+    model, tok = _tiny_hf()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "rl.json").write_text(json.dumps(
+        {"default_lam": 0.3, "max_turns": 2, "max_new_tokens": 7}))
+    pool = make_pool()
+    p = make_rl_policy(pool, path=str(tmp_path))
+    assert (p.lam, p.max_turns, p.max_new_tokens) == (0.3, 2, 7)
+    q = make_rl_policy(pool, path=str(tmp_path), lam=1.0, max_new_tokens=11)
+    assert (q.lam, q.max_new_tokens) == (1.0, 11)

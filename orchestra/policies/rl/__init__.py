@@ -29,7 +29,8 @@ __all__ = ["make_rl_policy"]
 
 def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None,
                    max_turns: int | None = None, temperature: float = 0.0,
-                   max_new_tokens: int = 96, sub_questions: bool | None = None) -> RLPolicy:
+                   max_new_tokens: int | None = None, sub_questions: bool | None = None
+                   ) -> RLPolicy:
     """LLM router trained with RL: think, route, read outputs, answer (path=, lam=,
     max_turns=, temperature=)."""
     try:
@@ -58,9 +59,13 @@ def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None
     gen = HFGenerator.load(source, temperature=temperature)
     lam_value = lam if lam is not None else settings.get("default_lam", 0.0)
     turns = max_turns if max_turns is not None else settings.get("max_turns", 4)
+    # The artifact's own decision length (what it was trained with), unless told otherwise.
+    new_tokens = max_new_tokens if max_new_tokens is not None else settings.get(
+        "max_new_tokens", 96)
     return RLPolicy(pool, gen, lam=float(lam_value),  # type: ignore[arg-type]
                     max_turns=int(turns),  # type: ignore[call-overload]
-                    max_new_tokens=max_new_tokens, sub_questions=sub_questions)
+                    max_new_tokens=int(new_tokens),  # type: ignore[call-overload]
+                    sub_questions=sub_questions)
 
 
 register_policy("rl", make_rl_policy)
