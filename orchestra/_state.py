@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypedDic
 if TYPE_CHECKING:
     from orchestra.backends.base import Backend
     from orchestra.budget import Ledger
-    from orchestra.durable import RunFile
+    from orchestra.durable import DurableRun
     from orchestra.policies.base import Policy
     from orchestra.spec import Pool
     from orchestra.trace.emitter import Emitter
@@ -200,7 +200,7 @@ class RunContext:
     min_output_tokens: int = 16
     max_tool_steps: int = 4
     options: dict[str, Any] = field(default_factory=dict)
-    journal: RunFile | None = None
+    journal: DurableRun | None = None
     #: what is asked for decisions: the policy, or the per-run decider its ``start`` returned
     decider: Any = None
     #: the policy's handle on the run (:class:`~orchestra._nodes.policy_calls.PolicyCalls`)

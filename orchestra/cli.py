@@ -4,8 +4,8 @@ Errors: a :class:`~orchestra.errors.UserError` prints one readable line and exit
 during a run prints one line and exits 1; ``--debug`` (anywhere on the line) shows tracebacks.
 
 Start-up stays light: the sub-commands written in other modules (``data``, ``doctor``, ``eval``,
-``serve``, ``train``, ``viewer``, ``traces export``) are listed in ``--help`` from the one-line
-help kept in :data:`LAZY_COMMANDS` and imported only when invoked, and every command imports
+``record``, ``serve``, ``train``, ``viewer``, ``traces export``) are listed in ``--help`` from the
+one-line help kept in :data:`LAZY_COMMANDS` and imported only when invoked, and every command imports
 what it needs (pydantic, numpy, litellm, LangGraph, torch) in its body.
 """
 
@@ -60,7 +60,10 @@ LAZY_COMMANDS: dict[str, dict[str, Lazy]] = {
         "eval": Lazy("orchestra.eval.cli:eval_command",
                      "Evaluate policies on recorded outcomes through the real runtime (replay "
                      "pool)."),
-        "data": Lazy("orchestra.outcomes.cli:data_app", "Inspect recorded outcome tables.",
+        "record": Lazy("orchestra.record.cli:record_command",
+                       "Record how each model of a pool answers labelled questions, graded, as "
+                       "an outcome table."),
+        "data": Lazy("orchestra.outcomes.cli:data_app", "Inspect and split recorded outcome tables.",
                      group=True),
         "train": Lazy("orchestra.training.cli:train_app", "Train routing policies.", group=True),
         "keys": Lazy("orchestra.serve.keys_cli:keys_app",
@@ -198,7 +201,7 @@ def _params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _make(pool: str, policy: str | None, budget: dict[str, Any], db: Path | None, no_trace: bool,
+def _make(pool: str, policy: str | None, budget: dict[str, Any], db: str | None, no_trace: bool,
           durable: bool, params: dict[str, Any]) -> Any:
     from orchestra.runtime import Orchestra
 
@@ -279,7 +282,7 @@ def run(
     timeout: float | None = typer.Option(None, "--timeout", help="Wall-clock seconds limit."),
     param: list[str] | None = typer.Option(None, "--param", help="Policy parameter KEY=VALUE (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
-    db: Path | None = typer.Option(None, "--db", help="Trace store file (default: user data dir)."),
+    db: str | None = typer.Option(None, "--db", help="Trace store file or postgresql:// URL (default: $ORCHESTRA_TRACE_DB or the user data dir)."),
     no_trace: bool = typer.Option(False, "--no-trace", help="Do not store the trace."),
     durable: bool = typer.Option(True, "--durable/--no-durable", help="Checkpoint each step so `orchestra resume` can continue."),
 ) -> None:
@@ -341,7 +344,7 @@ def resume(
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="New tokens limit."),
     timeout: float | None = typer.Option(None, "--timeout", help="New wall-clock seconds limit (time already used counts)."),
     as_json: bool = typer.Option(False, "--json"),
-    db: Path | None = typer.Option(None, "--db"),
+    db: str | None = typer.Option(None, "--db", help="Trace store file or postgresql:// URL."),
 ) -> None:
     """Continue an interrupted run from its last completed step, on the pool, policy, parameters
     and budget it was started with (finished calls are not paid again). Limits given here replace
@@ -380,7 +383,7 @@ def chat(
     policy: str | None = typer.Option(None, "--policy", help="Policy (default: the pool's)."),
     budget_usd: float | None = typer.Option(None, "--budget-usd", help="USD budget per turn."),
     session_usd: float | None = typer.Option(None, "--session-usd", help="USD budget for the whole session."),
-    db: Path | None = typer.Option(None, "--db", help="Trace store file."),
+    db: str | None = typer.Option(None, "--db", help="Trace store file or postgresql:// URL."),
     no_trace: bool = typer.Option(False, "--no-trace"),
 ) -> None:
     """A chat REPL that keeps the conversation; works from a terminal or a pipe."""
@@ -645,14 +648,14 @@ def policies_list() -> None:
 
 
 # ----------------------------------------------------------------------------- traces
-def _store(db: Path | None) -> Any:
-    from orchestra.trace.store import SQLiteTraceStore, default_trace_path
+def _store(db: str | None) -> Any:
+    from orchestra.trace.pg_store import open_store
 
-    return SQLiteTraceStore(db or default_trace_path(), readonly=True)
+    return open_store(db, readonly=True)
 
 
 @contextlib.contextmanager
-def _reading_store(db: Path | None) -> Iterator[None]:
+def _reading_store(db: str | None) -> Iterator[None]:
     """Turn a damaged store (a row that is not JSON, a file that is not SQLite) into one line
     naming the file and the way out, not an internal error."""
     import sqlite3
@@ -662,18 +665,18 @@ def _reading_store(db: Path | None) -> Iterator[None]:
     except (ValueError, TypeError, KeyError, sqlite3.DatabaseError) as e:
         if isinstance(e, UserError):
             raise
-        from orchestra.trace.store import default_trace_path
+        from orchestra.trace.pg_store import redact_url, trace_target
 
         what = " ".join(f"{type(e).__name__}: {e}".split())[:160]
         raise UserError(
-            f"the trace store {str(db or default_trace_path())!r} has a damaged row or is not a "
+            f"the trace store {redact_url(str(trace_target(db)))!r} has a damaged row or is not a "
             f"trace store ({what}); move the file aside to start a fresh one, or read other runs "
             "with `orchestra traces show ID`") from None
 
 
 @traces_app.command("list")
 def traces_list(
-    db: Path | None = typer.Option(None, "--db", help="Trace store file."),
+    db: str | None = typer.Option(None, "--db", help="Trace store file or postgresql:// URL."),
     limit: int = typer.Option(20, "--limit", "-n"),
     search: str | None = typer.Option(None, "--search", "-s"),
     status: str | None = typer.Option(None, "--status"),
@@ -716,7 +719,7 @@ def traces_list(
 @traces_app.command("show")
 def traces_show(
     run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-    db: Path | None = typer.Option(None, "--db"),
+    db: str | None = typer.Option(None, "--db", help="Trace store file or postgresql:// URL."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every step of a run: decisions, calls, refinements, the answer."""

@@ -151,9 +151,19 @@ def _check_cost_map() -> Check:
 
 def _check_store() -> Check:
     from orchestra._paths import data_home
-    from orchestra.trace.store import default_trace_path
+    from orchestra.errors import UserError
+    from orchestra.trace.pg_store import PostgresTraceStore, trace_target
 
-    path = default_trace_path()
+    target = trace_target(None)
+    if isinstance(target, str):  # $ORCHESTRA_TRACE_DB is a postgresql:// URL
+        try:
+            store = PostgresTraceStore(target, timeout_s=10)
+        except UserError as e:
+            return Check("trace store", "fail", str(e),
+                         "start the database or fix the URL in ORCHESTRA_TRACE_DB")
+        store.close()
+        return Check("trace store", "ok", f"{store.where} is reachable")
+    path = target
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=10)

@@ -34,6 +34,7 @@ import re
 import socket
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,8 @@ if TYPE_CHECKING:
     from orchestra.policies.base import Policy
     from orchestra.spec import Budget, Pool
 
-__all__ = ["RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark", "pool_spec", "resumed_terms",
-           "run_key"]
+__all__ = ["DurableRun", "RunBusyError", "RunFile", "RunLock", "RunTerms", "finished_mark",
+           "pool_spec", "resumed_terms", "run_key"]
 
 _SAFE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 #: How often a running durable run records the seconds it has used (a kill loses at most this).
@@ -235,34 +236,106 @@ CREATE TABLE IF NOT EXISTS orchestra_calls (
 """
 
 
-class RunFile:
-    """One run's checkpoint file, opened under the run's lock (an async context manager).
+class DurableRun(ABC):
+    """One durable run's checkpoints, terms and journal, opened under the run's lock (an async
+    context manager): :class:`RunFile` (a SQLite file per run) or
+    :class:`~orchestra.durable_pg.PgRun` (a PostgreSQL database shared by several machines).
 
     Attributes:
-        saver: the LangGraph checkpointer over this file.
+        saver: the LangGraph checkpointer of the run.
         terms: the stored terms (None for a new run, or a run made before terms were stored).
         input: the run's initial state as stored when it started.
         elapsed_s: seconds the run used in earlier attempts.
         finished: the journal: call id → the finished call's record.
     """
 
-    def __init__(self, directory: Path, run_id: str, *, resume: bool,
-                 legacy: Path | None = None) -> None:
-        self.directory = directory
+    def __init__(self, run_id: str, *, resume: bool) -> None:
         self.run_id = run_id
         self.resume = resume
-        self.legacy = legacy
-        key = run_key(run_id)
-        self.path = directory / f"{key}.sqlite"
-        self.lock = RunLock(directory / f"{key}.lock", run_id)
         self.terms: dict[str, Any] | None = None
         self.input: dict[str, Any] | None = None
         self.elapsed_s = 0.0
         self.finished: dict[str, CallRecord] = {}
         self.saver: Any = None
-        self._conn: aiosqlite.Connection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._finished = False
+
+    @abstractmethod
+    async def __aenter__(self) -> Self:
+        """Take the run's lock and read what is stored of it.
+
+        Raises:
+            UserError: the run finished (``already finished`` / ``was used before``), or there
+                is nothing to resume.
+            RunBusyError: another process or thread holds the run.
+        """
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close(delete=self._finished)
+
+    @abstractmethod
+    async def _close(self, delete: bool = False) -> None:
+        """Stop the heartbeat and let the lock go; ``delete``: the run finished, so its
+        checkpoints go and a mark that it finished stays."""
+
+    def finished_run(self) -> None:
+        """The run reached its answer: its checkpoints are deleted when it is closed (nothing
+        is left to resume; the trace store keeps the run)."""
+        self._finished = True
+
+    @abstractmethod
+    async def start(self, terms: dict[str, Any], init: Mapping[str, Any]) -> None:
+        """Record a new run's terms and input, before anything else happens.
+
+        Raises:
+            UserError: when the run id was used before.
+        """
+
+    @abstractmethod
+    async def record_call(self, record: CallRecord, elapsed_s: float) -> None:
+        """Make a finished call durable (committed before this returns)."""
+
+    @abstractmethod
+    async def save_elapsed(self, elapsed_s: float) -> None:
+        """Record the seconds the run has used (never fewer than recorded before)."""
+
+    def start_heartbeat(self, elapsed: Callable[[], float]) -> None:
+        """Record the seconds used every :data:`HEARTBEAT_S` until the run is closed, so a kill
+        loses at most that much of the seconds limit."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                await self.save_elapsed(elapsed())
+
+        self._heartbeat = asyncio.create_task(beat())
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
+
+class RunFile(DurableRun):
+    """One run's checkpoint file, opened under the run's lock (an async context manager; see
+    :class:`DurableRun` for the attributes).
+
+    Args:
+        directory: the checkpoint folder.
+        run_id: the run.
+        resume: whether the run is being resumed (else started).
+        legacy: the single shared checkpoint file of earlier versions, to migrate from.
+    """
+
+    def __init__(self, directory: Path, run_id: str, *, resume: bool,
+                 legacy: Path | None = None) -> None:
+        super().__init__(run_id, resume=resume)
+        self.directory = directory
+        self.legacy = legacy
+        key = run_key(run_id)
+        self.path = directory / f"{key}.sqlite"
+        self.lock = RunLock(directory / f"{key}.lock", run_id)
+        self._conn: aiosqlite.Connection | None = None
 
     async def __aenter__(self) -> Self:
         done = finished_mark(self.lock.path)
@@ -287,14 +360,6 @@ class RunFile:
             await self._close()
             raise
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._close(delete=self._finished)
-
-    def finished_run(self) -> None:
-        """The run reached its answer: its files are deleted when the run file is closed
-        (nothing is left to resume; the trace store keeps the run)."""
-        self._finished = True
 
     async def _open(self) -> None:
         import aiosqlite
@@ -322,9 +387,7 @@ class RunFile:
         self.finished = {r[0]: json.loads(r[1]) for r in rows}
 
     async def _close(self, delete: bool = False) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        self._stop_heartbeat()
         try:
             if self._conn is not None:
                 await self._conn.close()
@@ -368,17 +431,6 @@ class RunFile:
 
     async def save_elapsed(self, elapsed_s: float) -> None:
         await self._write(None, (), elapsed_s)
-
-    def start_heartbeat(self, elapsed: Callable[[], float]) -> None:
-        """Record the seconds used every :data:`HEARTBEAT_S` until the file is closed, so a kill
-        loses at most that much of the seconds limit."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(HEARTBEAT_S)
-                await self.save_elapsed(elapsed())
-
-        self._heartbeat = asyncio.create_task(beat())
 
     async def _write(self, sql: str | None, params: tuple[Any, ...],
                      elapsed_s: float | None = None) -> None:

@@ -8,7 +8,8 @@
 
 Every run emits typed trace events (:mod:`orchestra.trace.events`) to its listeners and to the
 trace store as they happen, so a crash leaves the events so far and the spend recorded. With
-``durable=True`` LangGraph's SQLite checkpointer saves each step; :meth:`Orchestra.resume`
+``durable=True`` LangGraph's SQLite checkpointer saves each step (its PostgreSQL one with
+``durable="postgresql://..."``); :meth:`Orchestra.resume`
 continues an interrupted run from its last completed step without paying again for finished calls.
 """
 
@@ -33,7 +34,8 @@ from orchestra._state import CallRecord, RunContext, RunState
 from orchestra.backends.base import Backend
 from orchestra.backends.priced import priced_pool
 from orchestra.budget import Ledger, Overrun
-from orchestra.durable import RunFile, RunTerms, policy_name, resumed_terms
+from orchestra.durable import DurableRun, RunFile, RunTerms, policy_name, resumed_terms
+from orchestra.durable_pg import PgRun, is_database_url
 from orchestra.errors import RoutingError, UserError
 from orchestra.policies.base import CallView, DecisionView, Feedback, Policy
 from orchestra.policies.resolve import resolve_policy
@@ -49,7 +51,8 @@ from orchestra.trace.events import (
     RunStarted,
 )
 from orchestra.trace.liveness import resume_command
-from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
+from orchestra.trace.pg_store import open_store
+from orchestra.trace.store import MemoryTraceStore, TraceStore
 
 __all__ = ["ChatSession", "Orchestra", "RunResult"]
 
@@ -263,11 +266,14 @@ class Orchestra:
         policy: a policy name, recipe file or object (default: the pool's).
         budget: limits; a :class:`Budget` replaces the pool's default, a mapping overrides some.
         backend: how models are called (default: litellm).
-        store: a :class:`TraceStore`, a SQLite path, ``None`` for the default file under the
-            user's data dir, or ``False`` for no store.
+        store: a :class:`TraceStore`, a SQLite path, a ``postgresql://`` URL (a store shared
+            by several processes or machines), ``None`` for the default
+            (``$ORCHESTRA_TRACE_DB``, else a file under the user's data dir), or ``False`` for
+            no store.
         durable: checkpoint every step, one file per run (``True``: in
-            ``<data dir>/checkpoints/``; or a folder), so :meth:`resume` can continue an
-            interrupted run on the terms it was started with.
+            ``<data dir>/checkpoints/``; or a folder), or in a PostgreSQL database (a
+            ``postgresql://`` URL: a run may then be resumed on another machine), so
+            :meth:`resume` can continue an interrupted run on the terms it was started with.
         policy_params: parameters for the policy factory.
         max_think_steps: how many Think actions a run may take.
         check_keys: raise a UserError now when a hosted model's API key is missing.
@@ -314,13 +320,19 @@ class Orchestra:
         elif isinstance(store, TraceStore):
             self.store = store
         else:
-            self.store = SQLiteTraceStore(store)
-        # Durable runs: one checkpoint file per run in this folder (orchestra.durable).
+            self.store = open_store(store)
+        # Durable runs: one checkpoint file per run in this folder (orchestra.durable), or
+        # shared tables in a PostgreSQL database (orchestra.durable_pg).
         self._legacy_checkpoints: Path | None = None
-        if durable is True:
+        self.checkpoint_url: str | None = None
+        if is_database_url(durable):
+            assert isinstance(durable, str)
+            self.checkpoint_url = durable
+            self.checkpoint_dir: Path | None = None
+        elif durable is True:
             from orchestra._paths import data_home
 
-            self.checkpoint_dir: Path | None = data_home() / "checkpoints"
+            self.checkpoint_dir = data_home() / "checkpoints"
             self._legacy_checkpoints = data_home() / "checkpoints.sqlite"
         elif durable:
             self.checkpoint_dir = Path(durable)
@@ -339,6 +351,11 @@ class Orchestra:
         self._graph: Any = None
         # Finished runs' feedback material, for feedback() without a trace store (bounded).
         self._recent: dict[str, Feedback] = {}
+
+    @property
+    def durable(self) -> bool:
+        """Whether runs are checkpointed (in a folder or a PostgreSQL database)."""
+        return self.checkpoint_dir is not None or self.checkpoint_url is not None
 
     # ------------------------------------------------------------------ public API
     def run(self, query: str, **kwargs: Any) -> RunResult:
@@ -433,8 +450,9 @@ class Orchestra:
                 the run finished, another policy is named explicitly, or another process is
                 running or resuming it (:class:`~orchestra.durable.RunBusyError`).
         """
-        if self.checkpoint_dir is None:
-            raise UserError("resume needs a durable Orchestra: pass durable=True (or a folder)")
+        if not self.durable:
+            raise UserError("resume needs a durable Orchestra: pass durable=True (or a folder, "
+                            "or a postgresql:// URL)")
         override = budget if budget is not None else self._budget_arg
         return await self._execute(run_id, None, on_event=on_event, resumed=True,
                                    budget=override)
@@ -458,11 +476,17 @@ class Orchestra:
                        budget: Budget | Mapping[str, Any] | None = None) -> RunResult:
         own = RunTerms(pool=self.pool, policy=self.policy, budget=self.budget,
                        max_think_steps=self.max_think_steps)
-        if self.checkpoint_dir is None:
+        if not self.durable:
             return await self._invoke(self._compiled(None), rid, init, on_event, own, None)
         # The run's lock is held from here to the end: one process at a time runs or resumes it.
-        async with RunFile(self.checkpoint_dir, rid, resume=resumed,
-                           legacy=self._legacy_checkpoints) as run_file:
+        durable_run: DurableRun
+        if self.checkpoint_url is not None:
+            durable_run = PgRun(self.checkpoint_url, rid, resume=resumed)
+        else:
+            assert self.checkpoint_dir is not None
+            durable_run = RunFile(self.checkpoint_dir, rid, resume=resumed,
+                                  legacy=self._legacy_checkpoints)
+        async with durable_run as run_file:
             if resumed:
                 terms = resumed_terms(run_file.terms, own, run_id=rid, policy_arg=self._policy_arg,
                                       policy_params=self._policy_params)
@@ -479,7 +503,7 @@ class Orchestra:
 
     async def _invoke(self, graph: Any, rid: str, init: RunState | None,
                       on_event: Callable[[Event], None] | None, terms: RunTerms,
-                      run_file: RunFile | None) -> RunResult:
+                      run_file: DurableRun | None) -> RunResult:
         config: dict[str, Any] = {"configurable": {"thread_id": rid}, "recursion_limit": 100_000}
         resumed = init is None
         prior: Mapping[str, Any] = {}

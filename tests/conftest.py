@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,13 @@ def _guarded_connect(self: socket.socket, address: object) -> object:
 def _no_network() -> None:
     """Forbid connections beyond loopback: every test runs offline, as CI does."""
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """One throw-away PostgreSQL server for the session (tests/pg_server.py): the URL of its
+    ``postgres`` database (take a fresh one per test with ``pg_server.fresh_database``), or a
+    skip that says why it cannot start."""
+    from pg_server import serve_or_skip
+
+    yield from serve_or_skip("trace store and durable runs")

@@ -1,7 +1,7 @@
-"""A throw-away PostgreSQL server for tests (the key store's PostgreSQL variant): Debian's
-``postgresql`` package (``apt-get install -y postgresql``) started in a temporary folder, on a
-unix socket only, with trust authentication; run as the ``postgres`` user when the tests run as
-root (PostgreSQL refuses root). :func:`postgres_server` raises :class:`Unavailable` with the
+"""A throw-away PostgreSQL server for tests (the PostgreSQL variants of the key store, the trace
+store and durable runs): Debian's ``postgresql`` package (``apt-get install -y postgresql``)
+started in a temporary folder, on a unix socket only, with trust authentication; run as the
+``postgres`` user when the tests run as root (PostgreSQL refuses root). :func:`postgres_server` raises :class:`Unavailable` with the
 reason when it cannot start, which the fixtures turn into a skip.
 """
 
@@ -72,20 +72,21 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def fresh_database(server_url: str) -> str:
+def fresh_database(server_url: str, prefix: str = "keys") -> str:
     """A new empty database on the server: its URL."""
     import psycopg
 
-    name = "keys_" + secrets.token_hex(6)
+    name = f"{prefix}_" + secrets.token_hex(6)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.replace("/postgres?", f"/{name}?")
 
 
-def serve_or_skip() -> Iterator[str]:
-    """The body of a session fixture: a server's URL, or a skip that says why there is none."""
+def serve_or_skip(what: str = "key store") -> Iterator[str]:
+    """The body of a session fixture: a server's URL, or a skip that says why there is none
+    (``what``: what goes untested, for the reason)."""
     try:
         with postgres_server() as url:
             yield url
     except Unavailable as e:
-        pytest.skip(f"PostgreSQL key store not tested: {e}")
+        pytest.skip(f"PostgreSQL {what} not tested: {e}")

@@ -155,7 +155,8 @@ class Server:
         pool: a :class:`Pool`, a pool name (``"local"``) or a YAML path.
         policy: the policy ``auto`` routes with (a name, recipe or object; default: the pool's).
         backend: how models are called (default: litellm; tests pass a replay or function one).
-        store: the trace store (an object or a SQLite path; ``None``: the default file).
+        store: the trace store (an object, a SQLite path or a ``postgresql://`` URL; ``None``:
+            the default, see :func:`~orchestra.trace.pg_store.trace_target`).
         keys: a key store, or the path of its SQLite file; ``None`` serves without keys.
         timeout_s: the most seconds a request may take (the run's ``seconds`` limit, then the
             HTTP layer's).

@@ -10,13 +10,16 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from orchestra.errors import UserError
 
-__all__ = ["check_bind", "serve_command"]
+__all__ = ["check_bind", "serve_command", "serve_pool"]
+
+#: ``--pool replay:DATA``: a replay pool over recorded outcomes instead of a pool file.
+REPLAY = "replay:"
 
 
 def is_loopback(host: str) -> bool:
@@ -38,8 +41,25 @@ def check_bind(host: str, keys: str | None) -> None:
                         "or bind 127.0.0.1")
 
 
+def serve_pool(pool: str) -> Any:
+    """What ``--pool`` names: a pool name or YAML path as it is, or for ``replay:DATA`` a replay
+    pool over recorded outcomes (``replay:routerbench``, ``replay:routerbench:test``, or a
+    table's path; see :func:`orchestra.eval.data.load_eval_data`), whose models answer with
+    what they were recorded answering (a request's last message is a query's id or text).
+    Built in each process that serves it (a Ray replica registers its own replay table)."""
+    if not pool.startswith(REPLAY):
+        return pool
+    from orchestra.backends.replay import pool_from_outcomes
+    from orchestra.eval.data import load_eval_data
+
+    data = load_eval_data(pool[len(REPLAY):] or "routerbench", priors="auto")
+    return pool_from_outcomes(data.table, quality=data.priors)
+
+
 def serve_command(
-    pool: Annotated[str, typer.Option("--pool", help="Pool name or YAML path.")] = "local",
+    pool: Annotated[str, typer.Option(
+        "--pool", help="Pool name or YAML path, or replay:DATA (recorded outcomes, e.g. "
+                       "replay:routerbench).")] = "local",
     policy: Annotated[str | None, typer.Option(
         "--policy", help="The policy model 'auto' routes with (default: the pool's).")] = None,
     host: Annotated[str, typer.Option(
@@ -49,13 +69,15 @@ def serve_command(
         "--keys", help="API key store (a SQLite file, or a postgresql:// URL): requests need a "
                        "key, each key has budgets.",
     )] = None,
-    store: Annotated[Path | None, typer.Option(
-        "--store", help="Trace store file (default: $ORCHESTRA_TRACE_DB or the user data dir).",
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Trace store file or postgresql:// URL (default: $ORCHESTRA_TRACE_DB or "
+                        "the user data dir).",
     )] = None,
     timeout: Annotated[float, typer.Option(
         "--timeout", help="The most seconds a request may take.")] = 300.0,
     ray: Annotated[bool, typer.Option(
-        "--ray", help="Run on Ray Serve (replicas share the key and trace SQLite files).",
+        "--ray", help="Run on Ray Serve (replicas share the key and trace stores: SQLite files "
+                      "on one machine, postgresql:// URLs across machines).",
     )] = False,
     replicas: Annotated[int, typer.Option(
         "--replicas", help="With --ray: how many replicas serve requests.")] = 2,
@@ -77,7 +99,7 @@ def serve_command(
                         "pip install 'orchestra[serve]'") from e
     from orchestra.serve.app import create_app
 
-    app = create_app(pool, policy=policy, keys=keys, store=store, timeout_s=timeout)
+    app = create_app(serve_pool(pool), policy=policy, keys=keys, store=store, timeout_s=timeout)
     srv = app.state.server
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                             # In-flight runs get their full time to finish on Ctrl+C; after
@@ -92,22 +114,23 @@ def serve_command(
 
 
 def _serve_on_ray(pool: str, policy: str | None, host: str, port: int, keys: str | None,
-                  store: Path | None, timeout: float, replicas: int,
+                  store: str | None, timeout: float, replicas: int,
                   address: str | None) -> None:
     from orchestra.serve.app import Server
     from orchestra.serve.ray_serve import run_on_ray
 
     # Checked here, once, so that a bad pool, policy or key file is one line now rather than
     # a replica failing to start.
-    Server(pool, policy=policy, keys=keys, store=store, timeout_s=timeout).close()
+    Server(serve_pool(pool), policy=policy, keys=keys, store=store, timeout_s=timeout).close()
     keys_path = None if keys is None else (
         keys if "://" in keys else str(Path(keys).expanduser().resolve()))
-    store_path = None if store is None else str(store.resolve())
+    store_path = None if store is None else (
+        store if "://" in store else str(Path(store).expanduser().resolve()))
 
     def build() -> object:
         from orchestra.serve.app import create_app
 
-        return create_app(pool, policy=policy, keys=keys_path, store=store_path,
+        return create_app(serve_pool(pool), policy=policy, keys=keys_path, store=store_path,
                           timeout_s=timeout)
 
     sys.stdout.write(f"orchestra serve: {replicas} Ray Serve replica(s) of pool {pool!r}; "

@@ -4,7 +4,8 @@ Each replica builds its own app (:func:`orchestra.serve.app.create_app`) when it
 builder function Ray ships to it: nothing with an open SQLite connection is pickled. Replicas
 on one machine share the key store and the trace store, which are SQLite files safe across
 processes (a key's holds are taken in one ``BEGIN IMMEDIATE`` transaction, so the per-key
-budgets hold across replicas too). Ray's HTTP proxy listens on ``host:port`` and spreads
+budgets hold across replicas too); replicas on several machines share them as ``postgresql://``
+URLs (``--keys`` and ``--store``), where a hold locks the key's row instead. Ray's HTTP proxy listens on ``host:port`` and spreads
 requests over the replicas.
 """
 

@@ -25,20 +25,25 @@ Format (version 1), one object per line::
       ],
       "answer": "…" | null, "stop_reason": "answered" | "budget:usd" | "budget_overrun" | …,
       "cost_usd": 0.0012,                  # every charge, overruns included
-      "score": 1.0 | 0.0 | null,           # when a grade or a gold answer is known
-      "overruns": [{"call_id": "…", "agent": "…", "model": "…", …}]   # the calls above
+      "score": 1.0 | 0.0 | null,           # when a grade, feedback or a gold answer is known
+      "overruns": [{"call_id": "…", "agent": "…", "model": "…", …}],  # the calls above
+      "task": "…" | null, "query_id": "…" | null   # the run's meta["task"] / meta["query_id"]
     }
 
-``overrun``/``overruns`` were added within version 1: files written before them still read.
+``overrun``/``overruns``, ``task`` and ``query_id`` were added within version 1: files written
+before them still read.
 
 A call that started but never finished (the run was interrupted) is listed with zero tokens and
 cost and ``error`` saying so. A stored run that does not make a valid example (a negative cost
 written by an older version, a corrupt event) is skipped, never fatal: :func:`export_runs` names
 it and why (``on_skip``), and the command prints those lines. ``score`` comes from the ``grades`` given to :func:`export_runs`
-(keyed by run id, or else by query) or, failing that, from the run's ``meta["gold"]`` (a string
-or a list of accepted strings) compared with the answer by normalised exact match
-(:func:`~orchestra.refiners.normalize_answer`, the evaluation harness's: case, punctuation,
-articles and spacing ignored): 1.0 or 0.0.
+(keyed by run id, or else by query), else from the run's last ``feedback`` event with a score
+(:meth:`Orchestra.feedback <orchestra.runtime.Orchestra.feedback>`), else from the run's
+``meta["gold"]`` (a string or a list of accepted strings) compared with the answer by normalised
+exact match (:func:`~orchestra.refiners.normalize_answer`, the evaluation harness's: case,
+punctuation, articles and spacing ignored): 1.0 or 0.0. Graded examples are logged bandit
+feedback that ``orchestra train bandit|knn|mlp|mf --data runs.jsonl`` learns from
+(:mod:`orchestra.training.trace_data`).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from orchestra.errors import UserError
 
 # The evaluation harness's normalisation, so that an exported score agrees with `orchestra eval`.
 from orchestra.refiners import normalize_answer
-from orchestra.trace.store import SQLiteTraceStore, TraceStore
+from orchestra.trace.store import TraceStore
 
 __all__ = [
     "FORMAT_VERSION",
@@ -137,6 +142,9 @@ class TraceExample(_Frozen):
     #: the calls charged above their reservation (``call_id``, ``agent``, ``model`` and the
     #: fields of :attr:`ExampleCall.overrun`); ``cost_usd`` includes the excess
     overruns: list[dict[str, Any]] = Field(default_factory=list)
+    #: the run's ``meta["task"]`` and ``meta["query_id"]``, when it was given them
+    task: str | None = None
+    query_id: str | None = None
 
 
 # --------------------------------------------------------------------------- grading
@@ -189,6 +197,7 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
     decisions: list[ExampleDecision] = []
     calls: list[ExampleCall] = []
     started: dict[str, dict[str, Any]] = {}
+    feedback_score: float | None = None
     if run.get("damaged"):
         raise ValueError(f"the stored summary's {', '.join(run['damaged'])} is not JSON")
     for ev in events:
@@ -204,6 +213,8 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
             ))
         elif kind == "call_started":
             started[ev["call_id"]] = ev
+        elif kind == "feedback" and ev.get("score") is not None:
+            feedback_score = float(ev["score"])  # the latest feedback wins
         elif kind == "call_finished":
             started.pop(ev["call_id"], None)
             calls.append(ExampleCall(
@@ -224,14 +235,20 @@ def build_example(run: Mapping[str, Any], events: list[dict[str, Any]],
         score: float | None = float(g[run["run_id"]])
     elif run.get("query") in g:
         score = float(g[run["query"]])
+    elif feedback_score is not None:
+        score = feedback_score
     else:
         score = _grade_gold(run.get("answer"), (run.get("meta") or {}).get("gold"))
+    raw_meta = run.get("meta")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
     return TraceExample(
         run_id=run["run_id"], query=run.get("query") or "", pool=run.get("pool") or "",
         policy=run.get("policy") or "", status=run["status"], decisions=decisions, calls=calls,
         answer=run.get("answer"), stop_reason=run.get("stop_reason"),
         cost_usd=float(run.get("cost_usd") or 0.0), score=score,
         overruns=list(run.get("overruns") or []),
+        task=None if meta.get("task") is None else str(meta["task"]),
+        query_id=None if meta.get("query_id") is None else str(meta["query_id"]),
     )
 
 
@@ -374,7 +391,8 @@ def _load_grades(path: Path) -> dict[str, float]:
 
 def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The .jsonl file to write.")],
-    db: Annotated[Path | None, typer.Option("--db", help="Trace store file.")] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Trace store file or postgresql:// URL.")] = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="Only runs that ended so: ok, budget or error.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="Only runs of this policy.")] = None,
@@ -382,14 +400,18 @@ def export_command(
     search: Annotated[str | None, typer.Option(
         "--search", "-s", help="Only runs whose query, answer or id contains this.")] = None,
     grades: Annotated[Path | None, typer.Option(
-        "--grades", help="JSON file {run id or query: score} giving each run's score.")] = None,
+        "--grades", help="JSON file {run id or query: score} giving each run's score (else a "
+        "run's feedback score, else its meta gold).")] = None,
 ) -> None:
     """Export finished runs as training examples (JSON Lines; see orchestra.trace.export)."""
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a directory; give a file path such as "
                         f"{str(out / 'runs.jsonl')!r}")
     grade_map = _load_grades(grades) if grades is not None else None
-    store = SQLiteTraceStore(db, readonly=True)
+    from orchestra.trace.pg_store import open_store
+
+    store = open_store(db, readonly=True)
+    assert store is not None
     skipped: list[tuple[str, str]] = []
     try:
         n = export_runs(store, out, status=status, policy=policy, pool=pool, search=search,

@@ -2,7 +2,10 @@
 
 :class:`TraceStore` is the interface (a conformance suite in ``tests/unit/test_trace_store.py``
 runs against every implementation); :class:`SQLiteTraceStore` is the default, a file under the
-user's data dir; :class:`MemoryTraceStore` keeps everything in a process.
+user's data dir; :class:`MemoryTraceStore` keeps everything in a process;
+:class:`~orchestra.trace.pg_store.PostgresTraceStore` keeps the same tables in a PostgreSQL
+database shared by several processes or machines (:func:`~orchestra.trace.pg_store.open_store`
+opens either from a path or a ``postgresql://`` URL).
 
 Two tables (SQLite):
 
@@ -24,7 +27,7 @@ import json
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +41,6 @@ __all__ = [
     "SQLiteTraceStore",
     "TraceStore",
     "default_trace_path",
-    "open_store",
 ]
 
 RUN_COLUMNS = (
@@ -65,6 +67,11 @@ def default_trace_path() -> Path:
     from orchestra._paths import data_home
 
     env = os.environ.get("ORCHESTRA_TRACE_DB")
+    if env and env.startswith(("postgresql://", "postgres://")):
+        raise UserError(
+            "ORCHESTRA_TRACE_DB is a PostgreSQL URL, not a file: open it with "
+            "orchestra.trace.pg_store.open_store() (or PostgresTraceStore), or set "
+            "ORCHESTRA_TRACE_DB to a file path")
     return Path(env) if env else data_home() / "traces.sqlite"
 
 
@@ -106,6 +113,23 @@ def _summary_update(run: dict[str, Any], ev: dict[str, Any]) -> None:
         else:
             run.update(status="error", stop_reason=f"error: {ev['message']}"[:500],
                        finished_at=ev["ts"])
+
+
+def fold_cached(summaries: dict[str, dict[str, Any]], ev: dict[str, Any],
+                read: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+    """Fold ``ev`` into its run's summary, cached in ``summaries`` between events: a process
+    is the only writer of its runs, so a database store reads a summary back (``read``) only
+    for the first event it sees of a run, and forgets it when the run ends."""
+    rid = ev["run_id"]
+    run = summaries.get(rid)
+    if run is None:
+        run = read(rid) or {c: None for c in RUN_COLUMNS}
+    _summary_update(run, ev)
+    if ev["kind"] in ("run_finished", "error") and run.get("status") != "running":
+        summaries.pop(rid, None)
+    else:
+        summaries[rid] = run
+    return run
 
 
 class TraceStore(ABC):
@@ -390,17 +414,7 @@ class SQLiteTraceStore(TraceStore):
                 raise
 
     def _write_summary(self, cur: sqlite3.Cursor, ev: dict[str, Any]) -> None:
-        # This process is the run's only writer, so its summary is cached between events
-        # instead of being read back from the table each time.
-        rid = ev["run_id"]
-        run = self._summaries.get(rid)
-        if run is None:
-            run = self._get_run_unlocked(rid) or {c: None for c in RUN_COLUMNS}
-        _summary_update(run, ev)
-        if ev["kind"] in ("run_finished", "error") and run.get("status") != "running":
-            self._summaries.pop(rid, None)
-        else:
-            self._summaries[rid] = run
+        run = fold_cached(self._summaries, ev, self._get_run_unlocked)
         row = {c: run.get(c) for c in RUN_COLUMNS}
         for c in _JSON_COLUMNS:
             row[c] = json.dumps(row[c]) if row[c] is not None else None
@@ -540,13 +554,6 @@ def _event_of(run_id: str, seq: int, data: Any) -> dict[str, Any]:
         return {"kind": "damaged", "run_id": run_id, "seq": seq, "ts": None,
                 "message": f"event {seq} of run {run_id!r} is not an event object"}
     return ev
-
-
-def open_store(path: str | Path | None | Literal[False], *, readonly: bool = False) -> TraceStore | None:
-    """``False`` → no store; ``None`` → the default SQLite file; a path → that file."""
-    if path is False:
-        return None
-    return SQLiteTraceStore(path, readonly=readonly)
 
 
 def iter_all_events(store: TraceStore, run_ids: Iterable[str]) -> Iterable[dict[str, Any]]:

@@ -733,3 +733,112 @@ def test_requests_share_one_compiled_run_graph(tmp_path: Path,
         assert built == [None]
     finally:
         runtime._shared_graph.cache_clear()
+
+
+# ---------------------------------------------------------------------------- serve --ray (CLI)
+@pytest.mark.ray
+@pytest.mark.parametrize("stores", ["sqlite", "postgresql"])
+def test_serve_ray_cli_replicas_share_keys_and_traces_on_the_replay_pool(
+        tmp_path: Path, stores: str, shared_data: Path, request: pytest.FixtureRequest) -> None:
+    """``orchestra serve --ray --replicas 2 --pool replay:routerbench`` as a subprocess: both
+    replicas answer, a key's total limit holds across them (one ledger), and every run lands in
+    the one trace store; the key and trace stores are SQLite files (replicas on one machine) or
+    PostgreSQL URLs (replicas on several)."""
+    pytest.importorskip("ray.serve")
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from orchestra.eval.data import load_eval_data
+    from orchestra.serve.keys import KeyStore
+    from orchestra.trace.pg_store import open_store
+
+    if stores == "sqlite":
+        keys_at, traces_at = str(tmp_path / "keys.sqlite"), str(tmp_path / "traces.sqlite")
+    else:
+        from pg_server import fresh_database
+
+        server_url = request.getfixturevalue("postgres_server_url")
+        keys_at = fresh_database(server_url, "keys")
+        traces_at = fresh_database(server_url, "traces")
+    keys = KeyStore(keys_at)
+    wide, _ = keys.create("wide", per_day_usd=100.0)
+    tight, _ = keys.create("tight", total_usd=0.0015)  # a few requests of ~$0.0001 each
+    queries = load_eval_data("routerbench").table.queries
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"  # a file, not a pipe: nothing blocks on a full pipe
+    p = subprocess.Popen(
+        [sys.executable, "-m", "orchestra.cli", "serve", "--ray", "--replicas", "2", "--pool",
+         "replay:routerbench", "--policy", "cheapest", "--host", "127.0.0.1", "--port",
+         str(port), "--keys", keys_at, "--store", traces_at, "--timeout", "60"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # Ray's proxy answers once both replicas are up
+            assert p.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "orchestra serve --ray did not come up"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/v1/models", headers={"authorization": f"Bearer {wide}"},
+                             timeout=5).status_code == 200:
+                    break
+            time.sleep(1)
+
+        async def ask(key: str, n: int, parallel: int) -> list[Any]:
+            client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0,
+                                        timeout=120)
+            gate = asyncio.Semaphore(parallel)
+
+            async def one(i: int) -> Any:
+                async with gate:
+                    try:
+                        return await client.chat.completions.create(
+                            model="auto", messages=[{"role": "user", "content": queries[i]}],
+                            extra_body={"orchestra": {"budget_usd": 0.001}})
+                    except openai.RateLimitError as e:
+                        return e
+
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+        answered = asyncio.run(ask(wide, 16, 8))
+        assert all(not isinstance(a, Exception) for a in answered), answered
+        refused_or_not = asyncio.run(ask(tight, 24, 4))
+        for _ in range(40):  # one at a time until what is left fits no call
+            last = asyncio.run(ask(tight, 1, 1))[0]
+            if isinstance(last, Exception):
+                break
+            refused_or_not.append(last)
+    finally:
+        p.send_signal(signal.SIGINT)  # the CLI shuts Serve and its private Ray down
+        try:
+            p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    tight_ok = [a for a in refused_or_not if not isinstance(a, Exception)]
+    refusals = [a for a in [*refused_or_not, last] if isinstance(a, Exception)]
+    assert tight_ok and isinstance(last, openai.RateLimitError)
+    assert {e.code for e in refusals} == {"insufficient_quota"}
+    # One ledger for both replicas: the key's total is every answer's cost, within its limit.
+    spent = keys.usage("tight")["total"]["spent"]
+    assert spent == pytest.approx(sum(a.model_extra["orchestra"]["cost_usd"] for a in tight_ok),
+                                  rel=1e-6)
+    assert 0.0015 - 0.001 < spent <= 0.0015
+    assert keys.usage("tight")["total"]["held"] == 0
+    # One trace store: every answered request is a finished run there, written by both replicas.
+    store = open_store(traces_at, readonly=True)
+    assert store is not None
+    try:
+        runs = store.list_runs(limit=1000)
+        ok = {r["run_id"] for r in runs if r["status"] == "ok"}
+        assert ok == {a.model_extra["orchestra"]["trace_id"] for a in [*answered, *tight_ok]}
+        wide_ids = {a.model_extra["orchestra"]["trace_id"] for a in answered}
+        writers = {r["writer"]["pid"] for r in runs if r["run_id"] in wide_ids}
+        assert len(writers) == 2, writers  # both replicas answered
+    finally:
+        store.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,8 +19,9 @@ __all__ = ["viewer_command"]
 
 
 def viewer_command(
-    db: Annotated[Path | None, typer.Option(
-        "--db", help="Trace store file (default: $ORCHESTRA_TRACE_DB or the user data dir).")] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Trace store file or postgresql:// URL (default: $ORCHESTRA_TRACE_DB or "
+                     "the user data dir).")] = None,
     host: Annotated[str, typer.Option(
         "--host", help="Address to listen on. The default, loopback, keeps traces on this machine; "
                        "any other needs the access token.",

@@ -112,7 +112,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from orchestra.errors import UserError
 from orchestra.trace.events import event_from_dict
 from orchestra.trace.liveness import STALE_AFTER_S, as_shown
-from orchestra.trace.store import MemoryTraceStore, SQLiteTraceStore, TraceStore
+from orchestra.trace.pg_store import open_store
+from orchestra.trace.store import MemoryTraceStore, TraceStore
 
 __all__ = ["STATIC_DIR", "TOKEN_ENV", "ApiError", "ViewerAPI", "ViewerLimits", "ViewerServer",
            "create_server"]
@@ -900,7 +901,9 @@ class _Opened:
 def _open(db: str | Path | TraceStore | None) -> _Opened:
     if isinstance(db, TraceStore):
         return _Opened(db, False)
-    return _Opened(SQLiteTraceStore(db, readonly=True), True)
+    store = open_store(db, readonly=True)
+    assert store is not None
+    return _Opened(store, True)
 
 
 def create_server(db: str | Path | TraceStore | None = None, host: str = "127.0.0.1",
@@ -910,8 +913,8 @@ def create_server(db: str | Path | TraceStore | None = None, host: str = "127.0.
     """A viewer server over a trace store file (read-only) or a store object, not yet serving.
 
     Args:
-        db: the SQLite trace file (``None``: the default one, see
-            :func:`~orchestra.trace.store.default_trace_path`), or a :class:`TraceStore`.
+        db: the SQLite trace file or a ``postgresql://`` URL (``None``: the default one, see
+            :func:`~orchestra.trace.pg_store.trace_target`), or a :class:`TraceStore`.
         host: the address to listen on.
         port: the TCP port (0: any free port).
         quiet: do not log requests.
