@@ -24,6 +24,24 @@ the runtime reaches the target of 200 queries/s per policy and λ point. ``--pro
 cProfile of one runtime pass, with its self time grouped by component.
 
 Results go to ``benchmarks/results/eval_throughput.json``; a table is printed.
+
+``--sweep`` measures instead a whole λ sweep of four learned routers, old path vs new path in
+one run (``benchmarks/results/eval_sweep.json``)::
+
+    .venv/bin/python benchmarks/eval_throughput.py --sweep     # ~10 minutes on 2 busy cores
+
+- **old path** (``share_runs=False``): every λ point a full pass of every query through the
+  runtime;
+- **new path** (``share_runs=True``, the default of ``orchestra eval``): each router's scores once
+  per query, its decision at every λ from them, each distinct (query, chosen calls) run once
+  through the runtime and its graded result reused by every λ point (and router) that chose it.
+
+Four routers (kNN k=20, kNN k=5, MLP, MF; hashing embedder, fixed hyperparameters, trained on
+LLMRouter's test split) are evaluated on LLMRouter's train split (5,608 queries, 9 models, 14
+tasks: the largest table we have), APGR included, as ``orchestra eval`` does by default. Both
+paths run on a seeded subset (``--compare-limit``) and must give identical points; the new path
+then runs on the whole table, and the old path's time there is extrapolated from the subset
+(linear in the queries).
 """
 
 from __future__ import annotations
@@ -169,17 +187,150 @@ def profile_runtime(policy: Any, pool: Any, grader: Grader, queries: list[Any],
     }
 
 
+SWEEP_ROUTERS = {"knn": ("knn", {"k": 20, "weighting": "distance", "task_weight": 0.0,
+                                  "prior": 0.0}),
+                 "knn5": ("knn", {"k": 5, "weighting": "distance", "task_weight": 0.0,
+                                  "prior": 0.0}),
+                 "mlp": ("mlp", {"hidden": 64, "dropout": 0.1, "weight_decay": 1e-4, "lr": 3e-3,
+                                 "ensemble": 1, "max_epochs": 60, "patience": 10}),
+                 "mf": ("mf", {"dim": 32, "weight_decay": 1e-4, "lr": 1e-2, "ensemble": 1,
+                               "max_epochs": 60, "patience": 10})}
+
+
+def _strip(p: Any) -> dict[str, Any]:
+    d = dict(p.__dict__)
+    d.pop("seconds")
+    d.pop("queries_per_s")
+    return d
+
+
+def sweep(args: argparse.Namespace, console: Console) -> None:
+    """Old path (a full pass per λ) vs new path (shared runs) on four learned routers."""
+    import tempfile
+
+    from orchestra.embed import HashingEmbedder
+    from orchestra.eval.harness import evaluate
+    from orchestra.outcomes import load_outcomes
+    from orchestra.policies.learned.provenance import write_trained_on
+    from orchestra.training.router_data import prepare_data
+    from orchestra.training.router_fit import train_router
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="orchestra-eval-sweep-"))
+    t0 = time.perf_counter()
+    train = load_outcomes(args.train_data)
+    data = prepare_data(train, HashingEmbedder(), source=args.train_data)
+    specs = []
+    for name, (kind, params) in SWEEP_ROUTERS.items():
+        router = train_router(kind, data, params=params, folds=2, seed=0)  # type: ignore[arg-type]
+        path = router.save(work / f"{name}-{kind}")
+        write_trained_on(path, kind, train, args.train_data)
+        specs.append(f"{kind},path={path}")
+    train_s = time.perf_counter() - t0
+    full = load_eval_data(args.eval_data, priors="none")
+    sub = load_eval_data(args.eval_data, limit=args.compare_limit, seed=0, priors="none")
+    console.print(f"[dim]trained {len(specs)} routers in {train_s:.0f} s; evaluating "
+                  f"{full.table.n_queries} queries ({args.compare_limit} for the side by side)[/]")
+    load_before = os.getloadavg()
+    timings: dict[str, float] = {}
+    reports: dict[str, Any] = {}
+    for label, data_, share in (("old_subset", sub, False), ("new_subset", sub, True),
+                                ("new_full", full, True)):
+        c0, w0 = time.process_time(), time.perf_counter()
+        reports[label] = evaluate(data_, specs, share_runs=share,
+                                  concurrency=args.concurrency[0])
+        timings[label] = time.perf_counter() - w0
+        timings[label + "_cpu"] = time.process_time() - c0
+        console.print(f"[dim]{label}: {timings[label]:.1f} s wall, "
+                      f"{timings[label + '_cpu']:.1f} s CPU[/]")
+    load_after = os.getloadavg()
+    identical = True
+    rows = []
+    for old, new, nf in zip(reports["old_subset"].policies, reports["new_subset"].policies,
+                            reports["new_full"].policies, strict=True):
+        same = (old.error is None and new.error is None
+                and [_strip(p) for p in old.points] == [_strip(p) for p in new.points]
+                and [_strip(p) for p in old.apgr_points] == [_strip(p) for p in new.apgr_points]
+                and (old.aiq, old.apgr) == (new.aiq, new.apgr))
+        identical &= same
+        rows.append({"policy": old.spec.split(",path=")[0] + " " + Path(
+                        old.spec.split("path=")[1]).name,
+                     "lambdas": len(old.points), "subset_runs_old": old.runs,
+                     "subset_runs_new": new.runs, "full_runs_new": nf.runs,
+                     "aiq_subset": old.aiq, "apgr_subset": old.apgr, "aiq_full": nf.aiq,
+                     "apgr_full": nf.apgr, "identical": same, "error": nf.error})
+    n_full, n_sub = full.table.n_queries, sub.table.n_queries
+    old_full_est = timings["old_subset"] * n_full / n_sub
+    t = Table(title=f"λ sweeps of 4 routers: old path (full pass per λ) vs new (shared runs) · "
+              f"{args.eval_data}, load {load_before[0]:.1f} → {load_after[0]:.1f} on "
+              f"{os.cpu_count()} cores")
+    for col in ("policy", "λ points", f"runs old ({n_sub} q)", f"runs new ({n_sub} q)",
+                f"runs new ({n_full} q)", f"AIQ ({n_full} q)", f"APGR ({n_full} q)",
+                "identical"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for r in rows:
+        t.add_row(r["policy"], str(r["lambdas"]), str(r["subset_runs_old"]),
+                  str(r["subset_runs_new"]), str(r["full_runs_new"]),
+                  "—" if r["aiq_full"] is None else f"{r['aiq_full']:.3f}",
+                  "—" if r["apgr_full"] is None else f"{r['apgr_full']:.3f}",
+                  "yes" if r["identical"] else "[red]NO[/]")
+    console.print(t)
+    summary = {
+        "subset_queries": n_sub, "full_queries": n_full,
+        "old_subset_s": timings["old_subset"], "new_subset_s": timings["new_subset"],
+        "ratio_old_over_new_subset": timings["old_subset"] / timings["new_subset"],
+        "new_full_s": timings["new_full"], "new_full_cpu_s": timings["new_full_cpu"],
+        "old_full_s_extrapolated": old_full_est,
+        "ratio_old_over_new_full_extrapolated": old_full_est / timings["new_full"],
+        "identical": identical, "train_s": train_s,
+    }
+    console.print(
+        f"subset {n_sub} q: old {timings['old_subset']:.1f} s vs new {timings['new_subset']:.1f} s "
+        f"({summary['ratio_old_over_new_subset']:.1f}×), identical={identical}; whole table "
+        f"{n_full} q: new {timings['new_full']:.1f} s (old ≈ {old_full_est:.0f} s extrapolated, "
+        f"{summary['ratio_old_over_new_full_extrapolated']:.1f}×)")
+    out = {
+        "benchmark": "eval_sweep", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "load_avg_before": load_before,
+                    "load_avg_after": load_after},
+        "train_data": args.train_data, "eval_data": args.eval_data,
+        "routers": {k: {"kind": v[0], "params": v[1]} for k, v in SWEEP_ROUTERS.items()},
+        "settings": {"concurrency": args.concurrency[0], "apgr": True, "lambdas": "auto",
+                     "embedder": "hashing"},
+        "notes": ("old = share_runs=False (every λ point a full pass through Orchestra.arun); "
+                  "new = share_runs=True (each distinct (query, chosen calls) once, shared by "
+                  "every λ point and router). Times include predictions and APGR pair runs; "
+                  "the old path's time on the whole table is extrapolated from the subset."),
+        "summary": summary, "results": rows,
+    }
+    path = args.out if args.out != ROOT / "results" / "eval_throughput.json" else (
+        ROOT / "results" / "eval_sweep.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    console.print(f"[dim]written {path}[/]")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--policy", action="append", help=f"policies (default: {POLICIES})")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--sweep", action="store_true",
+                    help="old path vs new path over whole λ sweeps of four learned routers")
+    ap.add_argument("--train-data", default="llmrouter:test")
+    ap.add_argument("--eval-data", default="llmrouter:train")
+    ap.add_argument("--compare-limit", type=int, default=600)
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where --sweep writes its artifacts (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "eval_throughput.json")
     args = ap.parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
+    if args.sweep:
+        sweep(args, console)
+        return
 
     data = load_eval_data("routerbench", split="test", priors="auto")
     table = data.table

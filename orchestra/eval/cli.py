@@ -13,27 +13,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestra._format import usd as _usd
 from orchestra.errors import UserError
+from orchestra.outcomes.cli import ClipScoresOpt, DedupeOpt
 
 if TYPE_CHECKING:
     from orchestra.eval.report import EvalReport
 
-__all__ = ["eval_command", "render_report"]
+__all__ = ["artifact_line", "eval_command", "render_report"]
 
 
-def _usd(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if x == 0:
-        return "$0"
-    return f"${x:.4f}" if abs(x) >= 0.01 else f"${x:.3g}"
+def artifact_line(artifact: dict[str, Any]) -> str:
+    """One line naming the artifact a policy used and the data it was trained on."""
+    if artifact.get("path") is None:
+        return f"no artifact ({artifact.get('note') or 'none'})"
+    tr = artifact.get("trained_on") or {}
+    on = (f"trained on {tr.get('data')!r}" + (f", {tr['n_queries']} queries"
+                                              if tr.get("n_queries") else "")
+          + (f", fingerprint {tr['fingerprint']}" if tr.get("fingerprint") else "")
+          if tr else "training data not recorded")
+    how = artifact.get("found_by")
+    return f"artifact {artifact['path']} ({on}; {'given by path=' if how == 'path=' else how})"
 
 
 def _f(x: float | None, fmt: str = ".3f") -> str:
@@ -63,6 +70,11 @@ def render_report(report: EvalReport, console: Console, *, show_points: bool = F
         r = report.references[key]
         t.add_row(f"[dim]{escape(r.label)}[/]", "", _f(r.quality), _usd(r.cost), _usd(r.cost / n), "1",
                   "1", _f(r.aiq), "", "", "", "", style="dim")
+    if report.oracle_curve:
+        top = report.oracle_curve[-1]
+        t.add_row("[dim]oracle, λ-swept (upper bound)[/]", "", _f(top[1]), _usd(top[0]),
+                  _usd(top[0] / n), "1", "1", _f(report.oracle_curve_aiq), "", "", "", "",
+                  style="dim")
     t.add_row("[dim]single-model hull[/]", "", "", "", "", "", "", _f(report.single_hull_aiq),
               "", "", "", "", style="dim")
     t.add_section()
@@ -104,9 +116,21 @@ def render_report(report: EvalReport, console: Console, *, show_points: bool = F
         notes.append(f"[yellow]Costs are ESTIMATED: {escape(str(d.get('cost_note')))}[/]")
     if d.get("quality_priors"):
         notes.append(f"Quality priors (strongest, vote tie-breaks) from {d['quality_priors']}.")
+    if report.oracle_curve:
+        notes.append(f"Oracle, λ-swept: per λ, each query's model maximising score − λ·cost "
+                     f"({len(report.oracle_curve)} vertices); the upper bound of a router "
+                     "choosing one model per query.")
     for res in report.policies:
+        if res.artifact is not None:
+            notes.append(f"{escape(res.spec)}: {escape(artifact_line(res.artifact))}")
+            if res.artifact.get("untrained_models"):
+                notes.append(f"[yellow]{escape(res.spec)}: its artifact was not trained on "
+                             f"{escape(str(res.artifact['untrained_models']))}[/]")
+            if res.artifact.get("overlap"):
+                notes.append(f"[yellow]{escape(res.spec)}: {res.artifact['overlap']} evaluated "
+                             "queries were in its training data[/]")
         if res.error:
-            notes.append(f"[red]{escape(res.spec)}: {escape(res.error)}[/]")
+            notes.append(f"[red]{escape(res.spec)} FAILED: {escape(res.error)}[/]")
         if res.apgr_error:
             notes.append(f"APGR n/a for {escape(res.spec)}: {escape(res.apgr_error)}")
         for p in res.points:
@@ -159,8 +183,18 @@ def eval_command(
     points: Annotated[bool, typer.Option(
         "--points", help="Show every λ point in the table, not only the best.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    share_runs: Annotated[bool, typer.Option(
+        "--share-runs/--no-share-runs", help="Score a learned router's λ points from shared "
+        "runs (each distinct query and chosen calls once; same numbers), or run a full pass "
+        "per λ.")] = True,
+    clip_scores: ClipScoresOpt = False,
+    dedupe: DedupeOpt = False,
 ) -> None:
-    """Evaluate policies on recorded outcomes through the real runtime (replay pool)."""
+    """Evaluate policies on recorded outcomes through the real runtime (replay pool).
+
+    Exits 1 when a policy could not be evaluated (named on stderr), after writing the report
+    of the others.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -181,8 +215,13 @@ def eval_command(
     if not policy:
         raise UserError("expected at least one --policy (e.g. --policy cheapest)")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    ev_data = load_eval_data(data, split=split, tasks=task_list, limit=limit, seed=seed,
-                             priors=priors)
+    from orchestra.outcomes.repairs import describe_repairs, outcome_repairs
+
+    with outcome_repairs(clip_scores=clip_scores, dedupe=dedupe) as repaired:
+        ev_data = load_eval_data(data, split=split, tasks=task_list, limit=limit, seed=seed,
+                                 priors=priors)
+    if describe_repairs(repaired):
+        err.print(f"repairs: {describe_repairs(repaired)}", highlight=False, markup=False)
     budget = Budget(usd=budget_usd, rounds=max_rounds)
     ids: dict[str, TaskID] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -195,7 +234,7 @@ def eval_command(
 
         report = evaluate(ev_data, policy, lambdas=lambdas, backend=backend, budget=budget,
                           concurrency=concurrency, strong=strong, weak=weak, apgr=apgr,
-                          progress=on_progress)
+                          progress=on_progress, share_runs=share_runs)
     render_report(report, out, show_points=points)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,3 +245,9 @@ def eval_command(
 
         plot_report(report, plot)
         err.print(f"[dim]plot: {plot}[/]")
+    failed = report.failed
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(report.policies)} policies failed: "
+                  + "; ".join(f"{escape(r.spec)}: {escape(r.error or '')}" for r in failed)
+                  + "[/]", highlight=False)
+        raise typer.Exit(1)

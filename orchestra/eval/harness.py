@@ -41,11 +41,13 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypedDict, Unpack
 
 import numpy as np
 
-from orchestra.errors import OrchestraError, UserError
+from orchestra.errors import OrchestraError, RunError, UserError
 from orchestra.eval import metrics as M
 from orchestra.eval.data import EvalData
 from orchestra.eval.grading import EvalQuery, Grader
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from orchestra.backends.base import Backend
     from orchestra.outcomes.table import OutcomeTable
     from orchestra.policies.base import Policy
+    from orchestra.runtime import RunResult
     from orchestra.spec import Budget, Pool
 
 __all__ = ["EvalOptions", "ProgressFn", "aevaluate", "evaluate"]
@@ -76,6 +79,7 @@ class EvalOptions(TypedDict, total=False):
     weak: str | None
     apgr: bool
     progress: ProgressFn | None
+    share_runs: bool
 
 
 # ---------------------------------------------------------------------------- one policy
@@ -113,51 +117,49 @@ def _warm(policy: Policy, queries: Sequence[EvalQuery]) -> float:
     return time.perf_counter() - t0
 
 
-async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grader,
-                     queries: Sequence[EvalQuery], *, lam: float | None, budget: Budget | None,
-                     concurrency: int, strong: str | None, label: str,
-                     progress: ProgressFn | None) -> PointResult:
-    from orchestra.runtime import Orchestra
+@dataclass(frozen=True)
+class _Run:
+    """What one graded run contributes to a point (kept instead of the run's events)."""
 
-    orch = Orchestra(pool, policy=policy, budget=budget, backend=backend, store=False)
-    # An online policy (one with observe) learns from each graded answer, batch by batch.
-    online = callable(getattr(policy, "observe", None))
-    scores = np.zeros(len(queries))
-    costs = np.zeros(len(queries))
-    calls = rounds = aggregated = errors = strong_hits = 0
-    first_error: str | None = None
-    stops: Counter[str] = Counter()
-    per_model: Counter[str] = Counter()
-    t0 = time.perf_counter()
-    for start in range(0, len(queries), concurrency):
-        batch = queries[start:start + concurrency]
-        results = await asyncio.gather(*[
-            orch.arun(q.text, meta={"query_id": q.query_id, "task": q.task}) for q in batch])
-        for k, (q, res) in enumerate(zip(batch, results, strict=True)):
-            score, agg = grader.grade(q, res.answer, res.events, res.answer_from)
-            if online:
-                orch.feedback(res.trace_id, score=min(1.0, max(0.0, score)))
-            i = start + k
-            scores[i] = score
-            costs[i] = res.cost_usd
-            calls += res.calls
-            rounds += res.rounds
-            aggregated += agg
-            stops[res.stop_reason] += 1
-            called_strong = False
-            for step in res.steps:
-                for c in step["calls"]:
-                    if c["error"]:
-                        errors += 1
-                        first_error = first_error or c["error"]
-                    else:
-                        per_model[c["model"]] += 1
-                        called_strong = called_strong or c["model"] == strong
-            strong_hits += called_strong
-        if progress is not None:
-            progress(label, min(start + concurrency, len(queries)), len(queries))
-    seconds = time.perf_counter() - t0
+    score: float
+    aggregated: bool
+    cost: float
+    calls: int
+    rounds: int
+    stop_reason: str
+    called: tuple[str, ...]
+    call_errors: tuple[str, ...]
+
+
+def _record(grader: Grader, q: EvalQuery, res: RunResult) -> _Run:
+    score, agg = grader.grade(q, res.answer, res.events, res.answer_from)
+    called: list[str] = []
+    errs: list[str] = []
+    for step in res.steps:
+        for c in step["calls"]:
+            if c["error"]:
+                errs.append(str(c["error"]))
+            else:
+                called.append(c["model"])
+    return _Run(score=score, aggregated=bool(agg), cost=res.cost_usd, calls=res.calls,
+                rounds=res.rounds, stop_reason=res.stop_reason, called=tuple(called),
+                call_errors=tuple(errs))
+
+
+def _point(runs: Sequence[_Run], queries: Sequence[EvalQuery], *, lam: float | None,
+           strong: str | None, seconds: float, online: bool) -> PointResult:
+    """A point from one graded run per query (in query order)."""
     n = len(queries)
+    scores = np.array([r.score for r in runs], dtype=np.float64)
+    costs = np.array([r.cost for r in runs], dtype=np.float64)
+    calls = sum(r.calls for r in runs)
+    rounds = sum(r.rounds for r in runs)
+    aggregated = sum(r.aggregated for r in runs)
+    errors = sum(len(r.call_errors) for r in runs)
+    first_error = next((r.call_errors[0] for r in runs if r.call_errors), None)
+    stops: Counter[str] = Counter(r.stop_reason for r in runs)
+    per_model: Counter[str] = Counter(m for r in runs for m in r.called)
+    strong_hits = sum(strong in r.called for r in runs) if strong is not None else 0
     per_task: dict[str, dict[str, float]] = {}
     tasks = np.array([q.task for q in queries], dtype=object)
     for t in sorted(set(tasks.tolist())):
@@ -174,13 +176,139 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grade
     )
 
 
+async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grader,
+                     queries: Sequence[EvalQuery], *, lam: float | None, budget: Budget | None,
+                     concurrency: int, strong: str | None, label: str,
+                     progress: ProgressFn | None) -> PointResult:
+    """Every query through the runtime with one policy (one λ point)."""
+    from orchestra.runtime import Orchestra
+
+    orch = Orchestra(pool, policy=policy, budget=budget, backend=backend, store=False)
+    # An online policy (one with observe) learns from each graded answer, batch by batch.
+    online = callable(getattr(policy, "observe", None))
+    runs: list[_Run] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(queries), concurrency):
+        batch = queries[start:start + concurrency]
+        results = await asyncio.gather(*[
+            orch.arun(q.text, meta={"query_id": q.query_id, "task": q.task}) for q in batch])
+        for q, res in zip(batch, results, strict=True):
+            run = _record(grader, q, res)
+            if online:
+                orch.feedback(res.trace_id, score=min(1.0, max(0.0, run.score)))
+            runs.append(run)
+        if progress is not None:
+            progress(label, min(start + concurrency, len(queries)), len(queries))
+    return _point(runs, queries, lam=lam, strong=strong, seconds=time.perf_counter() - t0,
+                  online=online)
+
+
+#: A route-once plan: the (agent, model) calls of the run's only route, () to answer at once.
+Plan: TypeAlias = tuple[tuple[str, str], ...]
+
+
+def _plans(policy: Policy) -> Callable[..., list[Plan]] | None:
+    """The policy's ``route_once_plan`` when it has one (learned routers): its decisions for a
+    batch of queries without running them, where the decision fixes the whole run."""
+    fn = getattr(policy, "route_once_plan", None)
+    return fn if callable(fn) else None
+
+
+class _SharedRuns:
+    """Graded runs of route-once plans on one pool, shared by every λ point and every policy.
+
+    A route-once run (route to the plan's calls in round 0, then answer with that round's
+    answer) is determined by (query, plan) on a given pool and budget, whichever policy or λ
+    chose it; so each distinct (query, plan) runs once through the runtime and its graded
+    result counts for every point that chose it. Each run is checked to have made exactly the
+    planned calls.
+    """
+
+    def __init__(self, pool: Pool, backend: Backend, grader: Grader, budget: Budget | None,
+                 concurrency: int) -> None:
+        self.pool, self.backend, self.grader = pool, backend, grader
+        self.budget, self.concurrency = budget, concurrency
+        self.done: dict[tuple[int, Plan], _Run] = {}
+        self.usd_left: float | None = None
+        self._budget_known = False
+
+    def usd(self) -> float | None:
+        """The USD a run starts with (what a policy sees in round 0)."""
+        if not self._budget_known:
+            from orchestra.runtime import Orchestra
+
+            orch = Orchestra(self.pool, policy="cheapest", budget=self.budget,
+                             backend=self.backend, store=False)
+            self.usd_left = orch.budget.usd
+            self._budget_known = True
+        return self.usd_left
+
+    async def run(self, todo: Sequence[tuple[int, Plan, Policy]], queries: Sequence[EvalQuery],
+                  label: str, progress: ProgressFn | None) -> None:
+        from orchestra.runtime import Orchestra
+
+        orchs: dict[int, Orchestra] = {}
+        for _, _, pol in todo:
+            if id(pol) not in orchs:
+                orchs[id(pol)] = Orchestra(self.pool, policy=pol, budget=self.budget,
+                                           backend=self.backend, store=False)
+        c = self.concurrency
+        for start in range(0, len(todo), c):
+            batch = todo[start:start + c]
+            results = await asyncio.gather(*[
+                orchs[id(pol)].arun(queries[i].text, meta={"query_id": queries[i].query_id,
+                                                           "task": queries[i].task})
+                for i, _, pol in batch])
+            for (i, plan, pol), res in zip(batch, results, strict=True):
+                made = tuple((c_["agent"], c_["model"]) for st in res.steps
+                             if st["action"] == "route" for c_ in st["calls"])
+                if made != plan:
+                    raise RunError(
+                        f"policy {getattr(pol, 'name', pol)!r} planned {list(plan)} for query "
+                        f"{queries[i].query_id!r} but its run called {list(made)}; evaluate it "
+                        "without shared runs (share_runs=False, --no-share-runs)")
+                self.done[(i, plan)] = _record(self.grader, queries[i], res)
+            if progress is not None:
+                progress(label, min(start + c, len(todo)), len(todo))
+
+
+async def _run_shared(instances: Sequence[tuple[float, Policy]], shared: _SharedRuns,
+                      queries: Sequence[EvalQuery], *, strong: str | None, label: str,
+                      progress: ProgressFn | None) -> tuple[list[PointResult], int]:
+    """Every λ point of a route-once policy from shared runs; returns (points, runs made)."""
+    texts = [q.text for q in queries]
+    tasks = [q.task for q in queries]
+    usd = shared.usd()
+    t0 = time.perf_counter()
+    plans: list[list[Plan]] = []
+    todo: dict[tuple[int, Plan], Policy] = {}
+    for _, pol in instances:
+        plan_fn = _plans(pol)
+        assert plan_fn is not None
+        ps = plan_fn(texts, tasks, usd)
+        plans.append(ps)
+        for i, plan in enumerate(ps):
+            key = (i, plan)
+            if key not in shared.done and key not in todo:
+                todo[key] = pol
+    await shared.run([(i, plan, pol) for (i, plan), pol in todo.items()], queries,
+                     f"{label} ({len(instances)} λ, {len(todo)} shared runs)", progress)
+    seconds = (time.perf_counter() - t0) / max(1, len(instances))
+    points = [_point([shared.done[(i, plan)] for i, plan in enumerate(ps)], queries, lam=lam,
+                     strong=strong, seconds=seconds, online=False)
+              for (lam, _), ps in zip(instances, plans, strict=True)]
+    return points, len(todo)
+
+
 async def _run_policy(spec: PolicySpec, pool: Pool, backend: Backend, grader: Grader,
                       queries: Sequence[EvalQuery], *, lambdas: LambdaSweep,
                       budget: Budget | None, concurrency: int, strong: str | None,
-                      progress: ProgressFn | None, label_suffix: str = ""
-                      ) -> tuple[list[PointResult], str, bool, float]:
-    """Run a policy at every λ; returns (points, name, swept, prepare seconds)."""
-    first = _resolve(spec, pool)
+                      progress: ProgressFn | None, label_suffix: str = "",
+                      shared: _SharedRuns | None = None, extra: Mapping[str, Any] | None = None
+                      ) -> _PolicyRun:
+    """Run a policy at every λ (from shared runs when ``shared`` is given and the policy plans
+    route-once runs and does not learn online)."""
+    first = _resolve(spec, pool, extra)
     name = str(getattr(first, "name", spec.name))
     swept = "lam" not in spec.params and _sweepable(first)
     lams: list[float | None]
@@ -191,16 +319,74 @@ async def _run_policy(spec: PolicySpec, pool: Pool, backend: Backend, grader: Gr
         lams = [float(x) for x in (own() if callable(own) else DEFAULT_LAMBDAS)]
     else:
         lams = list(lambdas)
+    online = callable(getattr(first, "observe", None))
+    if shared is not None and swept and lams and not online and _plans(first) is not None:
+        instances = [(float(lam), _resolve(spec, pool, {**(extra or {}), "lam": lam}))
+                     for lam in lams if lam is not None]
+        prepare_s = _warm(instances[0][1], queries)
+        points, runs = await _run_shared(instances, shared, queries, strong=strong,
+                                         label=f"{spec.text}{label_suffix}", progress=progress)
+        return _PolicyRun(points, name, swept, prepare_s, runs, True)
     points = []
     prepare_s = 0.0
     for lam in lams:
-        policy = first if lam is None or not swept else _resolve(spec, pool, {"lam": lam})
+        policy = first if lam is None or not swept else _resolve(
+            spec, pool, {**(extra or {}), "lam": lam})
         prepare_s += _warm(policy, queries)
         label = f"{spec.text}{'' if lam is None else f' λ={lam:.3g}'}{label_suffix}"
         points.append(await _run_point(policy, pool, backend, grader, queries, lam=lam,
                                        budget=budget, concurrency=concurrency, strong=strong,
                                        label=label, progress=progress))
-    return points, name, swept, prepare_s
+    return _PolicyRun(points, name, swept, prepare_s, len(points) * len(queries), False)
+
+
+class _PolicyRun(NamedTuple):
+    points: list[PointResult]
+    name: str
+    swept: bool
+    prepare_s: float
+    runs: int
+    shared: bool
+
+
+# ---------------------------------------------------------------------------- artifacts
+def _identity(data: EvalData) -> dict[str, Any]:
+    """The evaluated table's identity (:func:`~orchestra.policies.learned.provenance.data_identity`),
+    named after what ``--data`` said (a benchmark name without its split, or the file)."""
+    from orchestra.policies.learned.provenance import data_identity
+
+    source = data.name
+    if data.name == "<table>":
+        source = "<table>"
+    ident = data_identity(data.table, source)
+    if data.name == "<table>":
+        ident["base"] = None
+    return ident
+
+
+def _artifact(spec: PolicySpec, identity: dict[str, Any]
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(extra params, the report's artifact entry) for a policy that loads a trained artifact:
+    the artifact its ``path=`` names, else the one trained on this data
+    (:func:`~orchestra.policies.learned.provenance.find_artifact`); a bandit's state file."""
+    from orchestra.policies.learned.provenance import ARTIFACT_KINDS, find_artifact
+    from orchestra.policies.resolve import policy_base
+
+    base, params = policy_base(spec.name, spec.params)
+    kind = base.partition(":")[0]
+    if kind in ARTIFACT_KINDS:
+        path = params.get("path")
+        choice = find_artifact(kind, None if path is None else str(path), identity)
+        return {"path": str(choice.path)}, choice.to_dict(identity["models"])
+    if kind == "bandit":
+        path = params.get("path")
+        state = None if path is None else Path(str(path)).expanduser()
+        return {}, {"path": None if state is None else str(state), "kind": "bandit",
+                    "found_by": "path=" if state is not None else None,
+                    "trained_on": None, "overlap": None,
+                    "note": "starts cold (no state)" if state is None or not state.exists()
+                    else "state loaded from path="}
+    return {}, None
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -230,6 +416,7 @@ async def aevaluate(
     weak: str | None = None,
     apgr: bool = True,
     progress: ProgressFn | None = None,
+    share_runs: bool = True,
 ) -> EvalReport:
     """Evaluate policies through the runtime on replayed outcomes (async; see :func:`evaluate`)."""
     if not isinstance(data, EvalData):
@@ -262,17 +449,26 @@ async def aevaluate(
     grader = Grader(table)
     queries = grader.queries
 
+    identity = _identity(data)
+    shared = _SharedRuns(pool, be, grader, budget, concurrency) if share_runs else None
+    pair_shared = (_SharedRuns(pair_pool, be, grader, budget, concurrency)
+                   if share_runs and pair_pool is not None else None)
     results: list[PolicyResult] = []
     for spec in specs:
         res = PolicyResult(spec=spec.text, name=spec.name, swept=False)
         results.append(res)
         try:
-            res.points, res.name, res.swept, res.prepare_s = await _run_policy(
+            extra, res.artifact = _artifact(spec, identity)
+            run = await _run_policy(
                 spec, pool, be, grader, queries, lambdas=lam_sel, budget=budget,
-                concurrency=concurrency, strong=None, progress=progress)
+                concurrency=concurrency, strong=None, progress=progress, shared=shared,
+                extra=extra)
         except OrchestraError as e:
             res.error = str(e)
             continue
+        res.points, res.name, res.swept, res.prepare_s = run.points, run.name, run.swept, \
+            run.prepare_s
+        res.runs, res.shared_runs = run.runs, run.shared
         pts = [(p.total_cost, p.mean_score) for p in res.points]
         res.aiq = M.aiq(pts, refs.max_cost)
         # 1e-9 absorbs float summation order (a policy calling only that model sums its scores
@@ -283,10 +479,10 @@ async def aevaluate(
             p.delta_vs_hull = None if p.hull_quality is None else p.mean_score - p.hull_quality
         if pair_pool is not None:
             try:
-                res.apgr_points, _, _, _ = await _run_policy(
+                res.apgr_points = (await _run_policy(
                     spec, pair_pool, be, grader, queries, lambdas=lam_sel, budget=budget,
                     concurrency=concurrency, strong=strong_m, progress=progress,
-                    label_suffix=" [apgr pair]")
+                    label_suffix=" [apgr pair]", shared=pair_shared, extra=extra)).points
                 share_pts = [(p.strong_share or 0.0, p.mean_score) for p in res.apgr_points]
                 res.apgr = M.apgr(share_pts, singles[weak_m].quality, singles[strong_m].quality,
                                   anchor=True)
@@ -307,11 +503,13 @@ async def aevaluate(
         "budget": budget.model_dump() if budget is not None else pool.budget.model_dump(),
         "lambdas": lam_sel, "default_lambdas": list(DEFAULT_LAMBDAS), "apgr": do_apgr,
         "runtime": "Orchestra.arun (replay pool, store=False)",
+        "share_runs": share_runs,
     }
     return EvalReport(data=data_info, max_cost=refs.max_cost, max_cost_model=refs.max_model,
                       singles=singles, references=refs.named, single_hull=refs.hull,
                       single_hull_aiq=refs.hull_aiq, pair=pair, policies=results,
-                      settings=settings)
+                      settings=settings, oracle_curve=refs.oracle_curve,
+                      oracle_curve_aiq=refs.oracle_curve_aiq)
 
 
 def evaluate(data: EvalData | OutcomeTable, policies: Sequence[str | PolicySpec],
@@ -332,6 +530,11 @@ def evaluate(data: EvalData | OutcomeTable, policies: Sequence[str | PolicySpec]
         strong / weak: the APGR pair (default: most / least expensive single model).
         apgr: run each policy on the pair too, for APGR.
         progress: called as ``progress(label, done, total)`` after each batch.
+        share_runs: score a swept route-once policy (the learned routers: ``knn``, ``mlp``,
+            ``mf``) from shared runs: its decisions for every (query, λ) are computed from one
+            prediction per query, and each distinct (query, chosen calls) runs once through
+            the runtime, its graded result counting for every λ point (and every such policy)
+            that chose it. Same numbers as a full pass per λ (``False``), a fraction of the runs.
 
     Returns:
         The :class:`~orchestra.eval.report.EvalReport`.

@@ -38,6 +38,7 @@ __all__ = [
     "choice_point",
     "cost_to_match",
     "oracle",
+    "oracle_curve",
     "pareto_hull",
     "quality_at_cost",
     "single_model_points",
@@ -306,7 +307,10 @@ def cost_to_match(
     # Hull qualities increase strictly, so the segment is unique and the slope is finite.
     i = int(np.searchsorted(hull[:, 1], target, side="left")) - 1
     (c0, q0), (c1, q1) = hull[i], hull[i + 1]
-    return float(c0 + (target - q0) / (q1 - q0) * (c1 - c0)) / ref
+    c = c0 + (target - q0) / (q1 - q0) * (c1 - c0)
+    if c <= c0:  # a segment narrower than float resolution (subnormal costs): its far end
+        c = c1
+    return float(c) / ref
 
 
 def quality_at_cost(points: PointsLike, cost: float) -> float | None:
@@ -587,3 +591,66 @@ def single_model_points(
         name: Point(cost=float(c), quality=float(q))
         for name, c, q in zip(names, cost, quality, strict=True)
     }
+
+
+def oracle_curve(
+    score_matrix: ArrayLike,
+    cost_matrix: ArrayLike,
+    *,
+    missing_score: float | None = 0.0,
+) -> FloatArray:
+    """The λ-swept oracle: for every λ >= 0, each query's model maximising ``score - λ·cost``.
+
+    The upper bound of any router that picks one model per query: a router's point at any cost
+    lies on or below this curve. At λ → 0 it is :func:`oracle`'s point (each query's best
+    score, cheapest among equals); at λ → ∞ each query's cheapest model (the best among equally
+    cheap ones). In between, the sweep moves query by query along that query's own upper hull
+    of (cost, score), steepest gain per dollar first, so the curve's vertices are exact (no λ
+    grid): start from the cheapest models, then apply every query's hull segments
+    ``(Δcost, Δscore)`` in order of decreasing ``Δscore / Δcost``.
+
+    Entries with a missing (NaN) cost are never chosen unless every cost of the query is
+    missing (then its first model at cost 0), as :func:`oracle` ranks them last.
+
+    Args:
+        score_matrix: scores, shape ``(n_queries, n_models)``; NaN is missing.
+        cost_matrix: costs, same shape; NaN is missing.
+        missing_score: as in :func:`single_model_points`.
+
+    Returns:
+        The curve's vertices ``(total cost, mean score)``, shape ``(k, 2)``, sorted by cost with
+        strictly increasing cost and score (its AIQ is :func:`aiq` of them).
+
+    Raises:
+        UserError: malformed matrices, or a missing score with ``missing_score=None``.
+
+    Example:
+        One query: model 0 (cost 1, score 0), model 1 (cost 3, score 1):
+
+        >>> oracle_curve([[0.0, 1.0]], [[1.0, 3.0]]).tolist()
+        [[1.0, 0.0], [3.0, 1.0]]
+    """
+    scores, costs = _matrices(score_matrix, cost_matrix, missing_score)
+    n = scores.shape[0]
+    start_cost = 0.0
+    start_score = 0.0
+    seg_dc: list[float] = []
+    seg_ds: list[float] = []
+    for i in range(n):
+        ok = ~np.isnan(costs[i])
+        if not ok.any():
+            start_score += float(scores[i, 0])
+            continue
+        h = pareto_hull(np.column_stack([costs[i, ok], scores[i, ok]]))
+        start_cost += float(h[0, 0])
+        start_score += float(h[0, 1])
+        d = np.diff(h, axis=0)
+        seg_dc.extend(d[:, 0].tolist())
+        seg_ds.extend(d[:, 1].tolist())
+    dc = np.asarray(seg_dc, dtype=np.float64)
+    ds = np.asarray(seg_ds, dtype=np.float64)
+    # Hull segments have Δscore > 0 and Δcost > 0; steepest first (ties: any order, collinear).
+    order = np.argsort(-(ds / dc), kind="stable")
+    cost_path = start_cost + np.concatenate([[0.0], np.cumsum(dc[order])])
+    score_path = start_score + np.concatenate([[0.0], np.cumsum(ds[order])])
+    return pareto_hull(np.column_stack([cost_path, score_path / n]))

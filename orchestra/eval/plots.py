@@ -1,6 +1,7 @@
 """Cost vs quality plot of an evaluation report (matplotlib, Agg backend: no display needed).
 
-Every single model is a point, the single-model hull a dashed line, the oracle a star, and each
+Every single model is a point, the single-model hull a dashed line, the oracle a star (the
+λ-swept oracle, the upper bound, a dotted line ending at it), and each
 policy a curve over its λ points (a marker when it has one point). Cost is the total over the
 evaluated queries on a log axis; the AIQ normalisation (most expensive single model = 1) is noted
 in the title. Estimated costs (LLMRouter) are said so in the title and on the axis.
@@ -74,6 +75,11 @@ def plot_report(report: EvalReport | dict[str, Any], path: str | Path, *,
         ax.scatter([s["cost"]], [s["quality"]], color="0.35", s=22, zorder=2)
         ax.annotate(name.split("/")[-1], (s["cost"], s["quality"]), fontsize=7, color="0.3",
                     xytext=(4, -3), textcoords="offset points")
+    oc = d.get("oracle_curve") or {}
+    if oc.get("points"):
+        ocx, ocy = _hull_curve(oc["points"], x_max)
+        ax.plot(ocx, ocy, ":", color="darkgoldenrod", lw=1.4, zorder=1,
+                label=f"oracle, λ-swept: upper bound (AIQ {oc['aiq']:.3f})")
     o = refs["oracle"]
     ax.scatter([o["cost"]], [o["quality"]], marker="*", s=160, color="gold", edgecolor="k",
                zorder=4, label=f"oracle ({o['quality']:.3f})")

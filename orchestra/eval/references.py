@@ -1,6 +1,7 @@
 """The reference points of an evaluation, from the table's score and cost matrices: every single
-model, the oracle (cheapest model with the best score per query), the best and the cheapest
-single model, a uniformly random model (expected value), and the single models' hull."""
+model, the oracle (cheapest model with the best score per query), the λ-swept oracle (the upper
+bound of any one-model-per-query router: its curve and AIQ), the best and the cheapest single
+model, a uniformly random model (expected value), and the single models' hull."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ class References:
         best / cheapest: the best single model (the cheapest among equals) and the cheapest one.
         max_model / max_cost: the most expensive single model and its total cost (AIQ's x = 1).
         hull / hull_aiq: the single models' upper convex hull and its AIQ.
+        oracle_curve / oracle_curve_aiq: the λ-swept oracle's vertices (per λ, each query's
+            model maximising score − λ·cost; :func:`~orchestra.eval.metrics.oracle_curve`) and
+            their AIQ: the upper bound the report compares routers to (the one-point oracle is
+            its λ → 0 end).
     """
 
     points: dict[str, M.Point]
@@ -42,6 +47,8 @@ class References:
     max_cost: float
     hull: list[tuple[float, float]]
     hull_aiq: float
+    oracle_curve: list[tuple[float, float]]
+    oracle_curve_aiq: float
 
     @classmethod
     def of(cls, table: OutcomeTable) -> References:
@@ -73,9 +80,12 @@ class References:
                           float(np.mean([p.quality for p in pts.values()]))),
         }
         hull = [(float(c), float(q)) for c, q in M.pareto_hull(pts)]
+        curve = M.oracle_curve(S, C)
         return cls(points=pts, singles=singles, named=named, best=best, cheapest=cheapest,
                    max_model=max_model, max_cost=max_cost, hull=hull,
-                   hull_aiq=M.aiq(pts, max_cost))
+                   hull_aiq=M.aiq(pts, max_cost),
+                   oracle_curve=[(float(c), float(q)) for c, q in curve],
+                   oracle_curve_aiq=M.aiq(curve, max_cost))
 
     def hull_quality(self, cost: float) -> float | None:
         """The single-model hull's score at ``cost``; a cost equal to the cheapest model's up to

@@ -11,10 +11,27 @@ import numpy as np
 
 from orchestra.eval.grading import GRADING
 
-__all__ = ["REPORT_VERSION", "EvalReport", "PointResult", "PolicyResult", "Reference"]
+__all__ = ["ORACLE_CURVE_LABEL", "REPORT_VERSION", "EvalReport", "PointResult", "PolicyResult",
+           "Reference", "thin_curve"]
 
 #: Version of the JSON report's shape.
 REPORT_VERSION = 1
+
+#: How the λ-swept oracle is named in the table, the plot and the JSON.
+ORACLE_CURVE_LABEL = "oracle, λ-swept (upper bound: per λ, each query's best score − λ·cost)"
+
+#: Points of the λ-swept oracle written to the JSON / drawn (its AIQ uses every vertex).
+ORACLE_CURVE_POINTS = 200
+
+
+def thin_curve(points: list[tuple[float, float]], most: int = ORACLE_CURVE_POINTS
+               ) -> list[tuple[float, float]]:
+    """At most ``most`` of a curve's vertices, evenly spread, both ends kept (for the JSON and
+    the plot; on a concave curve the chords lie just below it)."""
+    if len(points) <= most:
+        return list(points)
+    idx = np.unique(np.linspace(0, len(points) - 1, most).round().astype(int))
+    return [points[i] for i in idx.tolist()]
 
 
 @dataclass
@@ -31,7 +48,8 @@ class PointResult:
         errors: calls that failed (e.g. a budget too small for the recorded answer).
         first_error: the first failure's message.
         stop_reasons: counts of the runs' stop reasons.
-        seconds: wall time of the runs (runtime + grading).
+        seconds: wall time of the runs (runtime + grading); with shared runs, the policy's
+            planning and shared runs divided evenly among its points.
         queries_per_s: n / seconds.
         strong_share: share of queries that called the strong model (APGR pair runs only).
         hull_quality: the single-model hull's score at ``total_cost`` (None below its cheapest).
@@ -88,6 +106,12 @@ class PolicyResult:
         error: why the policy could not be evaluated (then ``points`` may be empty).
         apgr_error: why APGR could not be computed.
         prepare_s: seconds spent warming the policy (batch predictions) before the runs.
+        artifact: the trained artifact the policy loaded (``path``, ``kind``, ``found_by``,
+            ``trained_on``: the training data's name, models, tasks, size and fingerprint;
+            ``overlap``: evaluated queries that were in its training data), or None.
+        runs: runs made through the runtime for the main curve (with shared runs, fewer than
+            points × queries: a (query, action) chosen at several λ ran once).
+        shared_runs: the λ points were scored from shared runs (see the harness).
     """
 
     spec: str
@@ -101,6 +125,9 @@ class PolicyResult:
     error: str | None = None
     apgr_error: str | None = None
     prepare_s: float = 0.0
+    artifact: dict[str, Any] | None = None
+    runs: int = 0
+    shared_runs: bool = False
 
     @property
     def best(self) -> PointResult | None:
@@ -136,6 +163,13 @@ class EvalReport:
     pair: dict[str, Any]
     policies: list[PolicyResult]
     settings: dict[str, Any]
+    oracle_curve: list[tuple[float, float]] = field(default_factory=list)
+    oracle_curve_aiq: float | None = None
+
+    @property
+    def failed(self) -> list[PolicyResult]:
+        """The policies that could not be evaluated (``error`` set)."""
+        return [r for r in self.policies if r.error]
 
     @property
     def estimated_cost(self) -> bool:
@@ -159,12 +193,17 @@ class EvalReport:
             "single_models": {k: asdict(v) for k, v in self.singles.items()},
             "single_hull": {"points": [list(p) for p in self.single_hull],
                             "aiq": self.single_hull_aiq},
+            "oracle_curve": {
+                "label": ORACLE_CURVE_LABEL, "aiq": self.oracle_curve_aiq,
+                "n_vertices": len(self.oracle_curve),
+                "points": [list(p) for p in thin_curve(self.oracle_curve)]},
             "apgr_pair": self.pair,
             "policies": [
                 {
                     "spec": r.spec, "name": r.name, "swept": r.swept, "aiq": r.aiq,
                     "apgr": r.apgr, "cost_to_match_best": r.cost_to_match, "error": r.error,
                     "apgr_error": r.apgr_error, "prepare_s": r.prepare_s,
+                    "artifact": r.artifact, "runs": r.runs, "shared_runs": r.shared_runs,
                     "curve": [{"lam": p.lam, "total_cost": p.total_cost,
                                "mean_score": p.mean_score} for p in r.points],
                     "points": [point(p) for p in r.points],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orchestra.errors import UserError
-from orchestra.outcomes.rows import OutcomeRow, QueryRow, _validate_query
+from orchestra.outcomes.rows import DEDUPE_HINT, OutcomeRow, QueryRow, _validate_query
 
 if TYPE_CHECKING:  # pragma: no cover
     from numpy.typing import ArrayLike, NDArray
@@ -126,14 +126,14 @@ def _query_table(
             raise UserError(
                 f"{source} row {rownum}: field {field!r}: expected the same {field} as row "
                 f"{prev[2]} for query id {r.query_id!r} (got {getattr(r, field)!r}); give "
-                "each distinct query its own query_id"
+                "each distinct query its own query_id" + DEDUPE_HINT
             )
         qr = qrows[r.query_id]
         if qr.query != r.query or qr.task != r.task:
             raise UserError(
                 f"{source} row {rownum}: query id {r.query_id!r} has task {r.task!r} and a "
                 f"query text that differ from the query table (task {qr.task!r}); expected "
-                "rows and query table to agree"
+                "rows and query table to agree" + DEDUPE_HINT
             )
     return qrows
 
@@ -174,6 +174,7 @@ def _columns_from_rows(
             raise UserError(
                 f"{source} row {rownum}: the pair (query_id={r.query_id!r}, "
                 f"model={r.model!r}) appears twice; expected at most one row per pair"
+                + DEDUPE_HINT
             )
         cols.score[qi, mi] = r.score
         cols.cost[qi, mi] = r.cost_usd

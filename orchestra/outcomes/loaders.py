@@ -80,7 +80,8 @@ def _is_wide_csv(path: Path) -> bool:
     return "sample_id" in header and _COST in header
 
 
-def load_outcomes(name_or_path: str | Path, *, split: str | None = None) -> OutcomeTable:
+def load_outcomes(name_or_path: str | Path, *, split: str | None = None,
+                  clip_scores: bool | None = None, dedupe: bool | None = None) -> OutcomeTable:
     """Load an outcome table by name or from a path.
 
     Names (:data:`KNOWN_NAMES`): ``routerbench[:train|test|all]`` — the ``routerbench``
@@ -95,6 +96,10 @@ def load_outcomes(name_or_path: str | Path, *, split: str | None = None) -> Outc
         name_or_path: a known name or a path.
         split: the split, for names without one and for folders; for an outcome file, keeps
             the queries of that split.
+        clip_scores / dedupe: repairs of an outcome-format file's bad rows (see
+            :mod:`orchestra.outcomes.repairs`; counted in ``meta["repairs"]``); ``None``: as the
+            enclosing :func:`~orchestra.outcomes.repairs.outcome_repairs` says, else strict.
+            The benchmarks' own files are checked by their loaders and never repaired.
 
     Raises:
         UserError: an unknown name (the known ones are listed), a path that does not exist,
@@ -135,7 +140,7 @@ def load_outcomes(name_or_path: str | Path, *, split: str | None = None) -> Outc
         if suffix == ".pkl" or (suffix == ".csv" and _is_wide_csv(p)):
             table = load_routerbench(p)
         elif suffix in SUFFIXES:
-            table = OutcomeTable.read(p)
+            table = OutcomeTable.read(p, clip_scores=clip_scores, dedupe=dedupe)
         else:
             raise UserError(
                 f"cannot load {text!r}: expected a suffix among {[*SUFFIXES, '.pkl']!r} (got {suffix!r})"

@@ -108,6 +108,12 @@ class OutcomeLookupError(UserError, KeyError):
 
 _Entry = TypeVar("_Entry", QueryRow, ModelInfo)
 
+# Appended to strict errors that an opt-in repair (orchestra.outcomes.repairs) would fix.
+CLIP_HINT = ("; fix the row, or clip scores into [0, 1] with --clip-scores "
+             "(clip_scores=True in Python)")
+DEDUPE_HINT = ("; or drop the repeated and conflicting rows (the first row of each query id "
+               "and pair is kept) with --dedupe (dedupe=True in Python)")
+
 _ROWS_ADAPTER: TypeAdapter[list[OutcomeRow]] = TypeAdapter(list[OutcomeRow])
 
 #: The row fields, in file column order.
@@ -169,6 +175,8 @@ def _row_error(err: ValidationError, source: str, row_numbers: Sequence[int] | N
     else:
         expected = _EXPECTED.get(field, e["msg"])
         msg = f"{where}: field {field!r}: expected {expected} (got {e.get('input')!r})"
+        if field == "score" and e["type"] in ("greater_than_equal", "less_than_equal"):
+            msg += CLIP_HINT
     total = err.error_count()
     if total > 1:
         msg += f" [and {total - 1} more problem(s)]"

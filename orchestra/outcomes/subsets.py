@@ -52,7 +52,9 @@ def _filter_selection(
         if unknown:
             raise UserError(
                 f"unknown split(s) {unknown!r}: expected some of {have!r}"
-                + ("" if have else " (this table records no splits; use split() instead)")
+                + ("" if have else " (this table records no splits; split it with `orchestra "
+                   "data split FILE --test-fraction 0.2 --seed 0 --out-train train.jsonl "
+                   "--out-test test.jsonl`, or OutcomeTable.split() in Python)")
             )
         qmask &= np.array([s in wanted_splits for s in query_splits], dtype=bool)
     if models is None:
@@ -73,15 +75,23 @@ def _split_selection(
         )
     rng = np.random.default_rng(seed)
     test = np.zeros(table.n_queries, dtype=bool)
-    query_tasks = np.array(table.query_tasks, dtype=object)
+    # The unit drawn is a prompt text: queries that share one (the same prompt under two ids or
+    # tasks) go to the same side, so a test prompt is never trained on. With unique texts the
+    # units are the queries and the draw is the per-query one.
+    units: dict[str, list[int]] = {}
+    for i, text in enumerate(table.query_texts):
+        units.setdefault(text, []).append(i)
+    members = list(units.values())
+    unit_task = np.array([table.query_tasks[m[0]] for m in members], dtype=object)
     groups = (
-        [np.flatnonzero(query_tasks == t) for t in table.tasks]
+        [np.flatnonzero(unit_task == t) for t in sorted(set(unit_task.tolist()))]
         if stratify
-        else [np.arange(table.n_queries)]
+        else [np.arange(len(members))]
     )
     for g in groups:
         k = round(len(g) * float(test_fraction))
-        test[rng.permutation(g)[:k]] = True
+        for u in rng.permutation(g)[:k].tolist():
+            test[members[u]] = True
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 

@@ -9,6 +9,7 @@ loads and slices in milliseconds. Files (JSONL, CSV, Parquet) are read and writt
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orchestra.outcomes.columns import _Columns, _columns_from_arrays, _columns_from_rows
+from orchestra.outcomes.repairs import active_repairs
 from orchestra.outcomes.rows import (
     ModelInfo,
     OutcomeLookupError,
@@ -353,6 +355,10 @@ class OutcomeTable:
     ) -> tuple[OutcomeTable, OutcomeTable]:
         """Random (train, test) split of the queries; reproducible for a given seed.
 
+        Queries sharing a prompt text (the same prompt under two ids or tasks) land on the same
+        side, so a test prompt is never a training one (``orchestra data split`` on the
+        command line).
+
         Args:
             test_fraction: share of queries in the test table, in (0, 1).
             seed: random seed.
@@ -367,6 +373,13 @@ class OutcomeTable:
         train, test = _split_selection(self, test_fraction, seed=seed, stratify=stratify)
         allm = np.arange(self.n_models)
         return self._subset(train, allm), self._subset(test, allm)
+
+    def with_split(self, split: str | None) -> OutcomeTable:
+        """A copy whose queries are all labelled ``split`` (``None`` clears the labels), so that
+        a file written from it loads with ``--split``/``split=``."""
+        rows = [q.model_copy(update={"split": split}) for q in self._cols.query_rows]
+        cols = dataclasses.replace(self._cols, query_rows=rows)
+        return OutcomeTable._of(cols, self._models_info, self.meta, "subset")
 
     # ------------------------------------------------------------------ files
     def write(self, path: str | Path) -> Path:
@@ -389,15 +402,24 @@ class OutcomeTable:
         )
 
     @classmethod
-    def read(cls, path: str | Path) -> OutcomeTable:
+    def read(cls, path: str | Path, *, clip_scores: bool | None = None,
+             dedupe: bool | None = None) -> OutcomeTable:
         """Read a table written in the outcome format (.jsonl, .csv or .parquet).
 
         Every row is validated; a bad one raises with the file, row number and field, e.g.
         ``outcomes.jsonl row 17: field 'score': expected a number in [0, 1] (got 'abc')``.
 
+        Args:
+            path: the file.
+            clip_scores: clip finite scores outside [0, 1] into it instead of raising.
+            dedupe: drop rows repeating a (query_id, model) pair or giving a query id another
+                text or task, instead of raising. What both did is in ``meta["repairs"]``
+                (:mod:`orchestra.outcomes.repairs`; ``None``: as the enclosing
+                :func:`~orchestra.outcomes.repairs.outcome_repairs` says, else strict).
+
         Raises:
             UserError: missing file, unknown suffix, malformed file or row.
         """
-        f = _read_file(path)
+        f = _read_file(path, active_repairs(clip_scores, dedupe))
         cols = _columns_from_rows(f.rows, f.queries, f.name, f.row_numbers)
         return cls._of(cols, f.models_info, f.meta, f.name)

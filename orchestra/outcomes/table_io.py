@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.errors import UserError
+from orchestra.outcomes.repairs import Repairs, clip_score_records, dedupe_rows, record_repairs
 from orchestra.outcomes.rows import _FIELDS, OutcomeRow, _validate_rows
 
 __all__ = ["FORMAT_VERSION", "SUFFIXES"]
@@ -106,8 +107,9 @@ def _write_file(
     return p
 
 
-def _read_file(path: str | Path) -> _TableFile:
-    """Read and validate the rows and metadata of a table file.
+def _read_file(path: str | Path, repairs: Repairs | None = None) -> _TableFile:
+    """Read and validate the rows and metadata of a table file, applying ``repairs``
+    (:mod:`orchestra.outcomes.repairs`; their record goes in the metadata's ``repairs``).
 
     Raises:
         UserError: missing file, unknown suffix, malformed file, row or metadata.
@@ -125,24 +127,36 @@ def _read_file(path: str | Path) -> _TableFile:
         records, numbers, meta = _read_csv(p)
     else:
         records, numbers, meta = _read_parquet(p)
+    repairs = repairs or Repairs()
+    clipped, examples = 0, list[str]()
+    if repairs.clip_scores:
+        records, clipped, examples = clip_score_records(records)
     rows = _validate_rows(records, p.name, numbers)
-    if meta is None:
-        return _TableFile(name=p.name, rows=rows, row_numbers=numbers)
-    if not isinstance(meta, dict):
+    if meta is not None and not isinstance(meta, dict):
         raise UserError(f"{p.name}: table metadata must be a JSON object (got {meta!r})")
+    meta = meta or {}
     version = meta.get("version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         raise UserError(
             f"{p.name}: table metadata version {version!r} is not supported; expected "
             f"{FORMAT_VERSION} — upgrade orchestra"
         )
+    table_meta = meta.get("meta")
+    if repairs.any:
+        dup = conflict = 0
+        if repairs.dedupe:
+            rows, numbers, dup, conflict, more = dedupe_rows(rows, numbers, meta.get("queries"))
+            examples += more
+        record = record_repairs(p.name, repairs, clipped=clipped, duplicates=dup,
+                                conflicts=conflict, examples=examples)
+        table_meta = {**(table_meta if isinstance(table_meta, dict) else {}), "repairs": record}
     return _TableFile(
         name=p.name,
         rows=rows,
         row_numbers=numbers,
         queries=meta.get("queries"),
         models_info=meta.get("models"),
-        meta=meta.get("meta"),
+        meta=table_meta,
     )
 
 

@@ -17,7 +17,7 @@ from orchestra.policies.registry import PolicyFactory, registered
 if TYPE_CHECKING:
     from orchestra.spec import Pool
 
-__all__ = ["check_policy", "policy_names", "resolve_policy"]
+__all__ = ["check_policy", "policy_base", "policy_names", "resolve_policy"]
 
 _FACTORIES, _DOC_LINES = registered()
 
@@ -146,7 +146,9 @@ def check_policy(policy: Any) -> None:
         raise UserError(f"policy {policy!r}: 'observe' must be a method (got {observe!r})")
 
 
-def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:
+def _recipe(path: Path, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """A recipe's registered policy name and its parameters merged with ``params`` (which win);
+    relative artifact paths made relative to the recipe file."""
     from orchestra._yaml import read_yaml_file
 
     data = read_yaml_file(path, "policy recipe")  # aliases bounded, duplicate keys refused
@@ -169,4 +171,35 @@ def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Po
     for k, v in list(merged.items()):
         if isinstance(v, str) and k in ("path", "artifact", "model_path") and not Path(v).is_absolute():
             merged[k] = str((path.parent / v).resolve())
+    return base, merged
+
+
+def _from_recipe(path: Path, pool: Pool, params: Mapping[str, Any] | None) -> Policy:
+    base, merged = _recipe(path, params)
     return resolve_policy(base, pool, merged)
+
+
+def policy_base(spec: str | Path, params: Mapping[str, Any] | None = None
+                ) -> tuple[str, dict[str, Any]]:
+    """The registered policy a spec resolves to (``knn`` for ``knn`` or for a recipe saying
+    ``policy: knn``) and its parameters (a recipe's merged with ``params``), without building
+    it; the name keeps its ``:arg`` (``single:gpt-4o``).
+
+    Raises:
+        UserError: an unknown name or a bad recipe (as :func:`resolve_policy`).
+    """
+    _load_builtin()
+    s = str(spec)
+    if s.endswith((".yaml", ".yml")) or Path(s).is_file():
+        return _recipe(Path(s), params)
+    if s.partition(":")[0] in _FACTORIES:
+        return s, dict(params or {})
+    from orchestra._paths import find_named_file, named_files
+
+    recipe = find_named_file("policies", s)
+    if recipe is not None:
+        return _recipe(recipe, params)
+    raise UserError(
+        f"unknown policy {s!r}; known policies: {sorted(_FACTORIES)}; recipes: "
+        f"{sorted(named_files('policies'))} (or give a path to a recipe YAML)"
+    )

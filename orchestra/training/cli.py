@@ -28,7 +28,8 @@ __all__ = ["TrainOptions", "run_training", "train_app", "train_options"]
 
 train_app = typer.Typer(
     name="train",
-    help="Train learned routing policies (kNN, MLP, matrix factorisation, GNN) on recorded outcomes.",
+    help="Train learned routing policies (kNN, MLP, matrix factorisation, GNN, escalate, "
+    "bandit) on recorded outcomes or graded traces.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -41,7 +42,18 @@ def _train() -> None:
 
 DataOpt = Annotated[str, typer.Option(
     "--data", help="Outcome table: a name (routerbench, llmrouter) or a path (.jsonl/.csv/"
-    ".parquet, RouterBench file, benchmark folder).")]
+    ".parquet, RouterBench file, benchmark folder); or exported traces with grades "
+    "(`orchestra traces export`: logged feedback, for bandit, knn, mlp, mf).")]
+ClipOpt = Annotated[bool, typer.Option(
+    "--clip-scores", help="Clip scores outside [0, 1] into it instead of rejecting the file "
+    "(the count is reported).")]
+DedupeOpt = Annotated[bool, typer.Option(
+    "--dedupe", help="Drop rows repeating a (query_id, model) pair or giving a query id another "
+    "text or task (the first is kept) instead of rejecting the file (counts reported).")]
+PoolOpt = Annotated[str | None, typer.Option(
+    "--pool", help="The pool served (its answer agent's models are the arms): a pool name or "
+    "YAML, or an outcome table for its replay pool. Default for a table: its replay pool; "
+    "required for traces.")]
 SplitOpt = Annotated[str | None, typer.Option(
     "--split", help="Split to train on (default: train; an outcome file without splits is used "
     "whole). Never the split you will evaluate on.")]
@@ -64,9 +76,11 @@ class TrainOptions(dict[str, Any]):
 
 def train_options(data: str, split: str | None, out: Path | None, embedder: str, seed: int,
                   folds: int, param: list[str] | None, as_json: bool,
-                  ensemble: int | None = None) -> TrainOptions:
+                  ensemble: int | None = None, *, clip_scores: bool = False,
+                  dedupe: bool = False, pool: str | None = None) -> TrainOptions:
     return TrainOptions(data=data, split=split, out=out, embedder=embedder, seed=seed,
-                        folds=folds, params=_params(param), as_json=as_json, ensemble=ensemble)
+                        folds=folds, params=_params(param), as_json=as_json, ensemble=ensemble,
+                        clip_scores=clip_scores, dedupe=dedupe, pool=pool)
 
 
 def _params(items: list[str] | None) -> dict[str, Any] | None:
@@ -85,10 +99,13 @@ def _params(items: list[str] | None) -> dict[str, Any] | None:
 
 
 def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
-    """Load the data, embed it, cross-validate, train, save; show rich progress on stderr.
+    """Load the data, embed it, cross-validate, train, save; show progress on stderr (rich on a
+    terminal, plain periodic lines when redirected).
 
     Returns:
-        A summary: artifact path, chosen hyperparameters, CV AIQ, λ grid.
+        A summary: artifact path, chosen hyperparameters, CV AIQ, λ grid, and wall seconds by
+        phase (``phase_seconds``: load, embed, fit, save, total; also written to the
+        artifact's ``config.json``); ``seconds`` is the total.
     """
     from rich.console import Console
 
@@ -96,36 +113,61 @@ def run_training(kind: str, opts: TrainOptions) -> dict[str, Any]:
     from orchestra.policies.learned.locations import default_artifact_dir
     from orchestra.policies.learned.scorers import ROUTER_KINDS
     from orchestra.training.cv import DEFAULT_GRIDS
-    from orchestra.training.progress import artifact_base, load_training_table, stage_progress
+    from orchestra.training.progress import (
+        PhaseTimer,
+        artifact_base,
+        load_training_table,
+        record_phases,
+        stage_progress,
+    )
     from orchestra.training.router_data import prepare_data
     from orchestra.training.router_fit import train_router
 
+    timer = PhaseTimer()
     if kind not in ROUTER_KINDS:
         raise UserError(f"unknown router kind {kind!r}; expected one of {list(ROUTER_KINDS)}")
     if opts["embedder"] not in ("minilm", "hashing"):
         raise UserError(f"--embedder must be 'minilm' or 'hashing' (got {opts['embedder']!r})")
     err = Console(stderr=True, emoji=False, highlight=False)
-    table, source = load_training_table(str(opts["data"]), opts["split"], err)
+    with timer.phase("load"):
+        table, source = load_training_table(str(opts["data"]), opts["split"], err,
+                                            clip_scores=bool(opts.get("clip_scores")),
+                                            dedupe=bool(opts.get("dedupe")), kind=kind)
     err.print(f"[bold]{kind}[/bold] router on {source}: {table.n_queries} queries x "
               f"{table.n_models} models, {len(table.tasks)} task(s)")
-    embedder = get_embedder(opts["embedder"])  # type: ignore[arg-type]
-    with err.status(f"embedding {table.n_queries} queries with {embedder.name} (cached on disk)"):
-        data = prepare_data(table, embedder, source=source)
+    with timer.phase("embed"):
+        embedder = get_embedder(opts["embedder"])  # type: ignore[arg-type]
+        err.print(f"embedding {table.n_queries} queries with {embedder.name} (cached on disk)")
+        with stage_progress(err) as progress:
+            data = prepare_data(table, embedder, source=source, progress=progress)
     grid = None if opts["params"] else DEFAULT_GRIDS[kind]
-    with stage_progress(err) as progress:
+    with timer.phase("fit"), stage_progress(err) as progress:
         router = train_router(kind, data, params=opts["params"], grid=grid,  # type: ignore[arg-type]
                               folds=opts["folds"], seed=opts["seed"],
                               ensemble=opts.get("ensemble"), progress=progress)
     out = opts["out"] or default_artifact_dir(artifact_base(source), kind)
-    path = router.save(out)
+    with timer.phase("save"):
+        path = router.save(out)
+    from orchestra.policies.learned.provenance import write_trained_on
+
+    write_trained_on(path, kind, table, source)  # what `orchestra eval` finds it by
+    phases = timer.seconds()
+    record_phases(Path(path) / "config.json", phases)
     cv = router.config["cv"]
     summary = {
         "kind": kind, "artifact": str(path), "data": source, "n_train": data.n,
+        "feedback": "logged" if data.logged else "full",
         "embedder": embedder.name, "params": router.scorer.params(),
         "cv_folds": cv["folds"], "cv_oof_aiq": cv["best_oof_aiq"], "cv_oof_bce": cv["best_oof_bce"],
+        "cv_selected_by": cv["selected_by"],
         "configs_tried": len(cv["grid"]), "default_lam": router.default_lam,
-        "lambdas": router.default_lambdas(), "seconds": router.config["train_seconds"],
+        "lambdas": router.default_lambdas(), "seconds": phases["total"],
+        "phase_seconds": phases,
     }
+    if data.logged:
+        summary["traces"] = table.meta.get("traces")
+    if table.meta.get("repairs"):
+        summary["repairs"] = table.meta["repairs"]  # what --clip-scores / --dedupe did
     return summary
 
 
@@ -138,12 +180,26 @@ def _render(summary: dict[str, Any], as_json: bool) -> None:
         return
     con = Console()
     t = Table(show_header=False, box=None)
-    for key in ("kind", "artifact", "data", "n_train", "embedder", "params", "cv_folds",
-                "configs_tried", "cv_oof_aiq", "cv_oof_bce", "default_lam", "seconds"):
+    for key in ("kind", "artifact", "data", "feedback", "pool", "n_train", "embedder", "params",
+                "cv_folds", "configs_tried", "cv_oof_aiq", "cv_oof_bce", "default_lam",
+                "observations", "seconds"):
+        if key not in summary or summary[key] is None:
+            continue
         v = summary[key]
         t.add_row(key, f"{v:.1f}" if key == "seconds" else f"{v:.4f}" if isinstance(v, float)
                   else str(v))
+    phases = summary.get("phase_seconds") or {}
+    if phases:
+        t.add_row("wall time", ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
     con.print(t)
+    if summary["kind"] == "bandit":
+        p = summary["params"]
+        con.print(f"use it: [bold]orchestra run \"...\" --pool {summary['pool']} --policy bandit "
+                  f"--param path={summary['artifact']} --param embedder={p['embedder']}"
+                  + (f" --param dim={p['dim']}" if p["dim"] != 128 else "")
+                  + (f" --param task_slots={p['task_slots']}" if p["task_slots"] != 16 else "")
+                  + "[/bold]", highlight=False)
+        return
     name = Path(summary["artifact"]).name
     con.print(f"use it: [bold]orchestra run \"...\" --policy {summary['kind']} "
               f"--param path={summary['artifact']}[/bold]"
@@ -159,6 +215,10 @@ def _main(kind: str, opts: TrainOptions) -> None:
             from orchestra.training.escalate_fit import run_escalate_training
 
             summary = run_escalate_training(opts)
+        elif kind == "bandit":
+            from orchestra.training.bandit_fit import run_bandit_training
+
+            summary = run_bandit_training(opts)
         else:
             summary = run_training(kind, opts)
     except UserError as e:
@@ -170,32 +230,55 @@ def _main(kind: str, opts: TrainOptions) -> None:
 @train_app.command("knn")
 def knn(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
         embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
-        param: ParamOpt = None, as_json: JsonOpt = False) -> None:
+        param: ParamOpt = None, as_json: JsonOpt = False, clip_scores: ClipOpt = False,
+        dedupe: DedupeOpt = False) -> None:
     """kNN router: k, distance weighting, task bonus and task prior chosen by CV."""
-    _main("knn", train_options(data, split, out, embedder, seed, folds, param, as_json))
+    _main("knn", train_options(data, split, out, embedder, seed, folds, param, as_json,
+                               clip_scores=clip_scores, dedupe=dedupe))
 
 
 @train_app.command("mlp")
 def mlp(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
         embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
-        param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False) -> None:
+        param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False,
+        clip_scores: ClipOpt = False, dedupe: DedupeOpt = False) -> None:
     """MLP router (torch, CPU): dropout and weight decay chosen by CV, early stopping."""
-    _main("mlp", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
+    _main("mlp", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble,
+                               clip_scores=clip_scores, dedupe=dedupe))
 
 
 @train_app.command("mf")
 def mf(data: DataOpt, split: SplitOpt = None, out: OutOpt = None,
        embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, folds: FoldsOpt = 5,
-       param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False) -> None:
+       param: ParamOpt = None, ensemble: EnsembleOpt = 3, as_json: JsonOpt = False,
+       clip_scores: ClipOpt = False, dedupe: DedupeOpt = False) -> None:
     """Matrix-factorisation router (RouteLLM MF for N models): dim and weight decay by CV."""
-    _main("mf", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble))
+    _main("mf", train_options(data, split, out, embedder, seed, folds, param, as_json, ensemble,
+                              clip_scores=clip_scores, dedupe=dedupe))
 
 
 @train_app.command("escalate")
 def escalate(data: DataOpt, split: SplitOpt = None, out: OutOpt = None, seed: SeedOpt = 0,
-             folds: FoldsOpt = 5, param: ParamOpt = None, as_json: JsonOpt = False) -> None:
+             folds: FoldsOpt = 5, param: ParamOpt = None, as_json: JsonOpt = False,
+             clip_scores: ClipOpt = False, dedupe: DedupeOpt = False) -> None:
     """Answer-aware cascade (needs recorded responses): P(correct) scorer and gain model by CV."""
-    _main("escalate", train_options(data, split, out, "none", seed, folds, param, as_json))
+    _main("escalate", train_options(data, split, out, "none", seed, folds, param, as_json,
+                                    clip_scores=clip_scores, dedupe=dedupe))
+
+
+@train_app.command("bandit")
+def bandit(data: DataOpt, pool: PoolOpt = None, split: SplitOpt = None,
+           out: Annotated[Path | None, typer.Option(
+               "--out", help="State file (.npz; default: <data home>/artifacts/"
+               "<data>-bandit.npz); a training record is written beside it (.npz.json).")] = None,
+           embedder: EmbedderOpt = "minilm", seed: SeedOpt = 0, param: ParamOpt = None,
+           as_json: JsonOpt = False, clip_scores: ClipOpt = False,
+           dedupe: DedupeOpt = False) -> None:
+    """LinUCB bandit state learned offline: from graded traces (each run: the called model's
+    outcome, in serving order) or from a table (every recorded cell). Serve it with
+    --policy bandit --param path=STATE; it keeps learning from feedback."""
+    _main("bandit", train_options(data, split, out, embedder, seed, 2, param, as_json,
+                                  clip_scores=clip_scores, dedupe=dedupe, pool=pool))
 
 
 def _mount_gnn() -> None:

@@ -137,10 +137,14 @@ class CVResult:
     oof_scores: FloatArray
     oof_costs: FloatArray
     folds: int
+    selected_by: str = "aiq"
 
     def summary(self) -> dict[str, Any]:
         best = next(r for r in self.table if r["params"] == self.best)
-        return {"folds": self.folds, "selected_by": "oof_aiq (tie-break: oof_bce)",
+        how = ("oof_aiq (tie-break: oof_bce)" if self.selected_by == "aiq" else
+               "oof_bce on the observed cells (logged feedback; tie-break: oof_aiq with "
+               "unobserved cells predicted)")
+        return {"folds": self.folds, "selected_by": how,
                 "best": self.best, "best_oof_aiq": best["oof_aiq"], "best_oof_bce": best["oof_bce"],
                 "grid": self.table}
 
@@ -152,7 +156,8 @@ def _grid_configs(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 def cross_validate(kind: RouterKind, data: RouterData, *,
                    grid: Mapping[str, Sequence[Any]] | None = None, folds: int = 5,
-                   seed: int = 0, progress: Progress | None = None) -> CVResult:
+                   seed: int = 0, progress: Progress | None = None,
+                   select_by: str | None = None) -> CVResult:
     """Choose a router's hyperparameters by k-fold CV over the training queries.
 
     Every configuration of ``grid`` (every combination of the listed values) is trained on
@@ -168,10 +173,19 @@ def cross_validate(kind: RouterKind, data: RouterData, *,
         folds: CV folds (>= 2).
         seed: shuffles the folds and seeds the networks.
         progress: callback ``(stage, done, total)``.
+        select_by: ``"aiq"`` (the default for a full table) or ``"bce"`` (the default for
+            logged feedback, ``data.logged``: the AIQ of a routing choice whose outcome no one
+            observed is unknown, while the log-loss on observed cells is measured). With logged
+            feedback the reported ``oof_aiq`` fills each unobserved cell with the configuration's
+            own out-of-fold prediction (the direct method), for information only.
 
     Raises:
-        UserError: fewer than ``folds`` queries, ``folds < 2`` or an empty grid.
+        UserError: fewer than ``folds`` queries, ``folds < 2``, an empty grid or an unknown
+            ``select_by``.
     """
+    select = select_by or ("bce" if data.logged else "aiq")
+    if select not in ("aiq", "bce"):
+        raise UserError(f"select_by must be 'aiq' or 'bce' (got {select_by!r})")
     if kind not in ROUTER_KINDS:
         raise UserError(f"unknown router kind {kind!r}; expected one of {list(ROUTER_KINDS)}")
     if folds < 2 or data.n < folds:
@@ -198,11 +212,26 @@ def cross_validate(kind: RouterKind, data: RouterData, *,
             done += 1
             if progress is not None:
                 progress("cross-validation", done, total)
+        s_eval, c_eval = ((data.scores, data.costs) if not data.logged
+                          else filled_outcomes(data, oof, oof_costs))
         rows.append({"params": params,
-                     "oof_aiq": router_aiq(oof, oof_costs, data.scores, data.costs, cost_scale),
+                     "oof_aiq": router_aiq(oof, oof_costs, s_eval, c_eval, cost_scale),
                      "oof_bce": _bce(oof, data.scores)})
         preds.append(oof)
-    best_i = max(range(len(rows)), key=lambda i: (round(rows[i]["oof_aiq"], 6),
-                                                  -rows[i]["oof_bce"]))
+    if select == "aiq":
+        best_i = max(range(len(rows)), key=lambda i: (round(rows[i]["oof_aiq"], 6),
+                                                      -rows[i]["oof_bce"]))
+    else:
+        best_i = min(range(len(rows)), key=lambda i: (round(rows[i]["oof_bce"], 9),
+                                                      -rows[i]["oof_aiq"]))
     return CVResult(best=dict(configs[best_i]), table=rows, oof_scores=preds[best_i],
-                    oof_costs=oof_costs, folds=folds)
+                    oof_costs=oof_costs, folds=folds, selected_by=select)
+
+
+def filled_outcomes(data: RouterData, pred_scores: FloatArray, pred_costs: FloatArray
+                    ) -> tuple[FloatArray, FloatArray]:
+    """Observed scores and costs, with each unobserved cell filled by the prediction (the
+    direct method of off-policy evaluation), for sweeps over logged feedback."""
+    seen = ~np.isnan(data.scores)
+    return (np.where(seen, data.scores, np.clip(pred_scores, 0.0, 1.0)),
+            np.where(seen, data.costs, np.maximum(pred_costs, 0.0)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -432,25 +433,42 @@ def run_escalate_training(opts: Mapping[str, Any]) -> dict[str, Any]:
 
     from orchestra.policies.escalate.artifact import save_escalator
     from orchestra.policies.learned.locations import default_artifact_dir
-    from orchestra.training.progress import artifact_base, load_training_table, stage_progress
+    from orchestra.training.progress import (
+        PhaseTimer,
+        artifact_base,
+        load_training_table,
+        record_phases,
+        stage_progress,
+    )
 
+    timer = PhaseTimer()
     err = Console(stderr=True, emoji=False, highlight=False)
-    table, source = load_training_table(str(opts["data"]), opts.get("split"), err)
+    with timer.phase("load"):
+        table, source = load_training_table(str(opts["data"]), opts.get("split"), err,
+                                            clip_scores=bool(opts.get("clip_scores")),
+                                            dedupe=bool(opts.get("dedupe")), kind="escalate")
     err.print(f"[bold]escalate[/bold] cascade on {source}: {table.n_queries} queries x "
               f"{table.n_models} models, {len(table.tasks)} task(s)")
-    with err.status("reading the recorded answers"):
+    with timer.phase("embed"):  # no embedding: the answers' features are read instead
+        err.print("reading the recorded answers")
         data = prepare_escalate_data(table, source=source)
     params = opts.get("params")
-    with stage_progress(err) as progress:
+    with timer.phase("fit"), stage_progress(err) as progress:
         esc = train_escalate(data, params=params, folds=int(opts.get("folds", 5)),
                              seed=int(opts.get("seed", 0)), progress=progress)
-    path = save_escalator(esc, opts.get("out")
-                          or default_artifact_dir(artifact_base(source), "escalate"))
+    with timer.phase("save"):
+        path = save_escalator(esc, opts.get("out")
+                              or default_artifact_dir(artifact_base(source), "escalate"))
+    from orchestra.policies.learned.provenance import write_trained_on
+
+    write_trained_on(path, "escalate", table, source)  # what `orchestra eval` finds it by
+    phases = timer.seconds()
+    record_phases(Path(path) / "config.json", phases)
     cv = esc.config["cv"]
     return {
         "kind": "escalate", "artifact": str(path), "data": source, "n_train": data.n,
         "embedder": "none (answer text and agreement features)", "params": cv["best"],
         "cv_folds": esc.config["folds"], "cv_oof_aiq": cv["best_oof_aiq"], "cv_oof_bce": None,
         "configs_tried": len(cv["grid"]), "default_lam": esc.config["default_lam"],
-        "lambdas": esc.config["lambdas"], "seconds": esc.config["train_seconds"],
+        "lambdas": esc.config["lambdas"], "seconds": phases["total"], "phase_seconds": phases,
     }

@@ -67,6 +67,12 @@ def gnn_command(
         help="Stop this invocation after this many epochs in total (resume later).",
     )] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    clip_scores: Annotated[bool, typer.Option(
+        "--clip-scores", help="Clip scores outside [0, 1] into it instead of rejecting the file "
+        "(the count is reported).")] = False,
+    dedupe: Annotated[bool, typer.Option(
+        "--dedupe", help="Drop rows repeating a (query_id, model) pair or giving a query id "
+        "another text or task (the first is kept) instead of rejecting the file.")] = False,
 ) -> None:
     """Train the GNN router (query/task/agent/model graph) with Ray Train; resumable."""
     from pydantic import ValidationError
@@ -79,6 +85,10 @@ def gnn_command(
     try:
         if embedder not in (None, "minilm", "hashing"):
             raise UserError(f"expected --embedder minilm or hashing (got {embedder!r})")
+        from orchestra.training.trace_data import is_trace_file, refuse_logged
+
+        if data is not None and is_trace_file(data):
+            raise refuse_logged("gnn", data)
         # What was given on the command line (a resumed run checks these against its config).
         given = {k: v for k, v in {
             "data": data, "seed": seed, "embedder": embedder, "epochs": epochs, "hidden": hidden,
@@ -97,10 +107,18 @@ def gnn_command(
             out_dir = str(default_artifact_dir(config.data, "gnn"))
         else:
             out_dir = out
-        summary = run_training(config, out_dir, num_workers=num_workers,
-                               gpus_per_worker=gpus_per_worker, address=address, resume=resume,
-                               resume_overrides=given, storage=storage,
-                               threads_per_worker=threads, max_epochs=max_epochs, console=con)
+        from orchestra.outcomes.repairs import describe_repairs, outcome_repairs
+
+        # The table is loaded on this (driver) side, inside run_training.
+        with outcome_repairs(clip_scores=clip_scores, dedupe=dedupe) as repaired:
+            summary = run_training(config, out_dir, num_workers=num_workers,
+                                   gpus_per_worker=gpus_per_worker, address=address,
+                                   resume=resume, resume_overrides=given, storage=storage,
+                                   threads_per_worker=threads, max_epochs=max_epochs,
+                                   console=con)
+        line = describe_repairs(repaired)
+        if line:
+            Console(stderr=True).print(f"repairs: {line}", highlight=False)
     except UserError as e:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
         raise typer.Exit(2) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,10 @@ class RouterData:
         embedder_key: ``"minilm"`` / ``"hashing"`` when it came from
             :func:`~orchestra.embed.get_embedder`.
         source: where the data came from (a table name or path), for the artifact's record.
+        logged: the outcomes are logged bandit feedback (exported traces: one model's outcome
+            per query, :mod:`orchestra.training.trace_data`), not a full table; training then
+            selects by out-of-fold log-loss and calibrates λ with predicted outcomes for the
+            choices no one observed.
     """
 
     embeddings: NDArray[np.float32]
@@ -47,6 +51,7 @@ class RouterData:
     source: str = ""
     views: tuple[str, ...] = ("full", "tail")
     tail_chars: int = 800
+    logged: bool = False
 
     @property
     def n(self) -> int:
@@ -58,11 +63,13 @@ class RouterData:
             lengths=self.lengths[idx], scores=self.scores[idx], costs=self.costs[idx],
             models=self.models, embedder=self.embedder, embedder_key=self.embedder_key,
             source=self.source, views=self.views, tail_chars=self.tail_chars,
+            logged=self.logged,
         )
 
 
 def prepare_data(table: OutcomeTable, embedder: Embedder, *, source: str = "",
-                 views: Sequence[str] = VIEWS, tail_chars: int = 800) -> RouterData:
+                 views: Sequence[str] = VIEWS, tail_chars: int = 800,
+                 progress: Callable[[str, int, int], None] | None = None) -> RouterData:
     """Embed a table's queries (:func:`~orchestra.policies.learned.features.embed_queries`) and
     collect its score and cost matrices.
 
@@ -73,6 +80,8 @@ def prepare_data(table: OutcomeTable, embedder: Embedder, *, source: str = "",
         views: which views of each query to embed (see
             :func:`~orchestra.policies.learned.features.embed_queries`).
         tail_chars: characters of the ``tail`` view.
+        progress: called ``("embedding", done, total)`` as the queries are embedded, in chunks
+            (:func:`~orchestra.training.progress.embed_with_progress`).
 
     Raises:
         UserError: the table has no queries or no models.
@@ -82,8 +91,12 @@ def prepare_data(table: OutcomeTable, embedder: Embedder, *, source: str = "",
             f"expected a table with queries and models to train on (got {table.n_queries} "
             f"queries x {table.n_models} models)"
         )
+    from orchestra.training.progress import embed_with_progress
+
     texts = table.query_texts
-    x = embed_queries(embedder, texts, views=views, tail_chars=tail_chars)
+    x = embed_with_progress(
+        lambda part: embed_queries(embedder, part, views=views, tail_chars=tail_chars),
+        texts, progress).astype(np.float32)
     return RouterData(
         embeddings=x, tasks=list(table.query_tasks),
         lengths=np.array([len(t) for t in texts], dtype=np.float64),
@@ -91,4 +104,5 @@ def prepare_data(table: OutcomeTable, embedder: Embedder, *, source: str = "",
         costs=np.asarray(table.cost_matrix(), dtype=np.float64),
         models=list(table.models), embedder=embedder.name, embedder_key=embedder_key_of(embedder),
         source=source, views=tuple(views), tail_chars=int(tail_chars),
+        logged=table.meta.get("feedback") == "logged",
     )

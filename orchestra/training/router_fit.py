@@ -10,6 +10,7 @@ all the training queries, calibrates λ on the out-of-fold predictions
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from orchestra.policies.learned.cost import CostModel
 from orchestra.policies.learned.features import TaskEncoder, scorer_inputs
 from orchestra.policies.learned.scorers import ROUTER_KINDS, RouterKind, make_scorer
 from orchestra.policies.learned.torch_scorers import Progress
-from orchestra.training.cv import DEFAULT_GRIDS, cross_validate
+from orchestra.training.cv import DEFAULT_GRIDS, cross_validate, filled_outcomes
 from orchestra.training.lambdas import (
     compact_lambdas,
     cost_scale_of,
@@ -82,9 +83,17 @@ def train_router(kind: RouterKind, data: RouterData, *, params: Mapping[str, Any
                    progress=(lambda s, d, t: progress(f"final fit, {s}", d, t))
                    if progress else None)
     cost_scale = cost_scale_of(data.costs)
-    cal = lambda_calibration(cv.oof_scores, cv.oof_costs, data, cost_scale)
+    cal_data = data
+    if data.logged:
+        # Logged feedback: a λ's choice may be a model no one observed on that query; its
+        # out-of-fold prediction stands in for the outcome (the direct method).
+        filled_s, filled_c = filled_outcomes(data, cv.oof_scores, cv.oof_costs)
+        cal_data = dataclasses.replace(data, scores=filled_s, costs=filled_c)
+    cal = lambda_calibration(cv.oof_scores, cv.oof_costs, cal_data, cost_scale)
     config = {
         "data": data.source, "n_train": data.n, "seed": seed,
+        "feedback": "logged" if data.logged else "full",
+        "observed_cells": int((~np.isnan(data.scores)).sum()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train_seconds": round(time.time() - t0, 1),
         "cv": cv.summary(), "calibration": cal, "lambdas": compact_lambdas(cal),
         "default_lam": default_lambda(cal), "strong_model": data.models[int(np.argmax(cost.mean))],

@@ -73,6 +73,7 @@ class TrainedRouter:
         self.path: Path | None = None
         self._memo: OrderedDict[tuple[str, str, str | None], dict[str, Any]] = OrderedDict()
         self._memo_lock = threading.Lock()
+        self._embedder: Embedder | None = None
 
     # ------------------------------------------------------------------ predictions
     @property
@@ -167,6 +168,8 @@ class TrainedRouter:
         """
         from orchestra.embed import get_embedder
 
+        if self._embedder is not None:  # built once: each decision asks for it
+            return self._embedder
         if self.embedder_key not in ("minilm", "hashing"):
             raise UserError(
                 f"this router was trained with the custom embedder {self.embedder_name!r}; "
@@ -178,6 +181,7 @@ class TrainedRouter:
                 f"expected embedder {self.embedder_name!r} for this router (got {emb.name!r} "
                 f"from get_embedder({self.embedder_key!r})); retrain the router"
             )
+        self._embedder = emb
         return emb
 
     def lambda_for(self, *, target_cost: float | None = None,

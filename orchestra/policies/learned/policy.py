@@ -12,7 +12,8 @@ Parameters (``--param key=value`` or a recipe's ``params:``):
 * ``path``: the artifact directory written by ``orchestra train <kind>``. A path that does not
   exist is looked up by its last component in ``<data home>/artifacts/`` (where ``orchestra
   train`` writes by default), so recipes can say ``path: routerbench-knn``. Default:
-  ``routerbench-<kind>``.
+  ``routerbench-<kind>``; ``orchestra eval`` instead picks the artifact trained on the evaluated
+  data, or refuses (:func:`~orchestra.policies.learned.provenance.find_artifact`).
 * ``lam``: the cost weight λ (cost normalised by the mean cost of the training data's most
   expensive model, so λ grids compare across datasets). Default: the artifact's ``default_lam``
   (the cheapest λ whose training quality is within 0.01 of the best).
@@ -139,16 +140,30 @@ class LearnedRouterPolicy:
                  "high_costs": r["high_costs"][cols], "task": r["task"],
                  "task_inferred": r["task_inferred"]} for r in rows]
 
+    def _pick(self, p: dict[str, Any], budget_usd: float | None) -> list[int]:
+        from orchestra.policies.learned.chooser import choose_models
+
+        return choose_models(p["scores"], p["costs"], self.lam, self.router.cost_scale,
+                             k=self.k, budget_usd=budget_usd, high_costs=p["high_costs"])
+
+    def route_once_plan(self, queries: Sequence[str], tasks: Sequence[str | None],
+                        budget_usd: float | None) -> list[tuple[tuple[str, str], ...]]:
+        """What :meth:`decide` does with each query, without running it: the (agent, model)
+        calls of its one route (round 0; then it answers with that round's answer), or ``()``
+        when it answers at once (nothing fits ``budget_usd``). The evaluation harness runs each
+        distinct (query, plan) once and shares the graded run among the λ points that chose it.
+        """
+        preds = self.predict(queries, tasks)
+        return [tuple((self.agent, self.model_names[i]) for i in self._pick(p, budget_usd))
+                for p in preds]
+
     def choose(self, query: str, task: str | None = None,
                budget_usd: float | None = None) -> tuple[list[str], dict[str, Any]]:
         """The chosen model names and the scores dict for the trace."""
         import numpy as np
 
-        from orchestra.policies.learned.chooser import choose_models
-
         p = self.predict([query], [task])[0]
-        picked = choose_models(p["scores"], p["costs"], self.lam, self.router.cost_scale,
-                               k=self.k, budget_usd=budget_usd, high_costs=p["high_costs"])
+        picked = self._pick(p, budget_usd)
         util = p["scores"] - self.lam * p["costs"] / self.router.cost_scale
         fits = (np.ones(len(util), dtype=bool) if budget_usd is None
                 else p["high_costs"] <= budget_usd)
