@@ -59,7 +59,7 @@ LAZY_COMMANDS: dict[str, dict[str, Lazy]] = {
                       "metrics)."),
         "eval": Lazy("orchestra.eval.cli:eval_command",
                      "Evaluate policies on recorded outcomes through the real runtime (replay "
-                     "pool)."),
+                     "pool), or live on your own pool against gold answers (--pool)."),
         "record": Lazy("orchestra.record.cli:record_command",
                        "Record how each model of a pool answers labelled questions, graded, as "
                        "an outcome table."),

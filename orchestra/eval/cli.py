@@ -146,7 +146,9 @@ def render_report(report: EvalReport, console: Console, *, show_points: bool = F
 def eval_command(
     data: Annotated[str, typer.Option(
         "--data", help="Outcomes: routerbench, llmrouter (NAME:SPLIT works), or a path "
-        "(.jsonl/.csv/.parquet outcome file, RouterBench file or folder).")],
+        "(.jsonl/.csv/.parquet outcome file, RouterBench file or folder). With --pool: "
+        "labelled questions instead (nq, gsm8k, a JSON/JSONL/CSV file with a gold column, "
+        "hf:NAME; several comma-separated).")],
     policy: Annotated[list[str], typer.Option(
         "--policy", help="Policy to evaluate (repeatable): NAME[:ARG][,key=value...], e.g. "
         "cheapest, single:gpt-4-1106-preview, ensemble,k=3,select=cheapest, knn.")],
@@ -172,8 +174,9 @@ def eval_command(
     budget_usd: Annotated[float | None, typer.Option(
         "--budget-usd", help="USD limit per query (default: none).")] = None,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Rounds limit per query.")] = 4,
-    concurrency: Annotated[int, typer.Option(
-        "--concurrency", help="Queries in flight at once.")] = 16,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", help="Queries in flight at once (default: 16 replayed; live: 1 with "
+        "a local model, else 4).")] = None,
     backend: Annotated[str, typer.Option(
         "--backend", help="fast (ReplayBackend) or litellm (the replay litellm provider).")] = "fast",
     priors: Annotated[str, typer.Option(
@@ -189,8 +192,27 @@ def eval_command(
         "per λ.")] = True,
     clip_scores: ClipScoresOpt = False,
     dedupe: DedupeOpt = False,
+    pool: Annotated[str | None, typer.Option(
+        "--pool", help="Evaluate live on this pool (name or YAML) against the gold answers of "
+        "--data: its models answer every question first (the references), then each policy "
+        "runs for real.")] = None,
+    live_dir: Annotated[Path | None, typer.Option(
+        "--live-dir", help="Live: the folder of the evaluation's files (default: under the "
+        "data dir, named after the pool, data, limit and seed).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Live: continue the evaluation in --live-dir without paying again "
+        "for its recorded answers and runs.")] = False,
+    total_usd: Annotated[float | None, typer.Option(
+        "--total-usd", help="Live: hard USD limit on the whole evaluation (needs "
+        "--budget-usd, what each run reserves).")] = None,
+    grader: Annotated[str | None, typer.Option(
+        "--grader", help="Live: auto (each set's default), em, contains, f1, number, letter "
+        "or module:function.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        "--max-tokens", help="Live: the most output tokens of each model's answer.")] = None,
 ) -> None:
-    """Evaluate policies on recorded outcomes through the real runtime (replay pool).
+    """Evaluate policies on recorded outcomes through the real runtime (replay pool), or live
+    on your own pool against gold answers (--pool).
 
     Exits 1 when a policy could not be evaluated (named on stderr), after writing the report
     of the others.
@@ -215,6 +237,20 @@ def eval_command(
     if not policy:
         raise UserError("expected at least one --policy (e.g. --policy cheapest)")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    budget = Budget(usd=budget_usd, rounds=max_rounds)
+    if pool is not None:
+        report = _live(pool, data, policy, live_dir=live_dir, resume=resume, limit=limit,
+                       seed=seed, grader=grader, total_usd=total_usd, budget=budget,
+                       lambdas=lambdas, concurrency=concurrency, max_tokens=max_tokens,
+                       share_runs=share_runs, quiet=quiet, err=err)
+        _finish(report, out, err, points=points, json_out=json_out, plot=plot)
+        return
+    for flag, value in (("--live-dir", live_dir), ("--resume", resume or None),
+                        ("--total-usd", total_usd), ("--grader", grader),
+                        ("--max-tokens", max_tokens)):
+        if value is not None:
+            raise UserError(f"{flag} is for a live evaluation; add --pool P (and labelled "
+                            "questions as --data), or leave it out to replay recorded outcomes")
     from orchestra.outcomes.repairs import describe_repairs, outcome_repairs
 
     with outcome_repairs(clip_scores=clip_scores, dedupe=dedupe) as repaired:
@@ -222,7 +258,6 @@ def eval_command(
                                  priors=priors)
     if describe_repairs(repaired):
         err.print(f"repairs: {describe_repairs(repaired)}", highlight=False, markup=False)
-    budget = Budget(usd=budget_usd, rounds=max_rounds)
     ids: dict[str, TaskID] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
@@ -233,8 +268,14 @@ def eval_command(
             bar.update(ids[label], completed=done)
 
         report = evaluate(ev_data, policy, lambdas=lambdas, backend=backend, budget=budget,
-                          concurrency=concurrency, strong=strong, weak=weak, apgr=apgr,
-                          progress=on_progress, share_runs=share_runs)
+                          concurrency=16 if concurrency is None else concurrency, strong=strong,
+                          weak=weak, apgr=apgr, progress=on_progress, share_runs=share_runs)
+    _finish(report, out, err, points=points, json_out=json_out, plot=plot)
+
+
+def _finish(report: EvalReport, out: Console, err: Console, *, points: bool,
+            json_out: Path | None, plot: Path | None) -> None:
+    """Print the report, write its JSON and plot, exit 1 when a policy failed."""
     render_report(report, out, show_points=points)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,3 +292,52 @@ def eval_command(
                   + "; ".join(f"{escape(r.spec)}: {escape(r.error or '')}" for r in failed)
                   + "[/]", highlight=False)
         raise typer.Exit(1)
+
+
+def _live(pool: str, data: str, policies: list[str], *, live_dir: Path | None, resume: bool,
+          limit: int | None, seed: int, grader: str | None, total_usd: float | None,
+          budget: Any, lambdas: str, concurrency: int | None, max_tokens: int | None,
+          share_runs: bool, quiet: bool, err: Console) -> EvalReport:
+    """``--pool``: the live evaluation (:mod:`orchestra.eval.live`) with progress bars."""
+    import hashlib
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from orchestra._paths import data_home
+    from orchestra.eval.live import evaluate_live
+
+    sets = [d.strip() for d in data.split(",") if d.strip()]
+    if live_dir is None:
+        key = json.dumps([pool, sets, limit, seed, grader, max_tokens])
+        live_dir = data_home() / "live-evals" / (
+            f"{Path(pool).stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
+    err.print(f"[dim]live evaluation files: {live_dir}[/]", highlight=False)
+    ids: dict[str, TaskID] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[spend]}"), console=err,
+                  disable=quiet, transient=True) as bar:
+
+        def on_record(p: Any) -> None:
+            if "record" not in ids:
+                ids["record"] = bar.add_task("references: each model answers", total=p.todo,
+                                             spend="")
+            bar.update(ids["record"], completed=p.done, spend=f"{_usd(p.spent_usd)} spent")
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in ids:
+                ids[label] = bar.add_task(label, total=total, spend="")
+            bar.update(ids[label], completed=done)
+
+        return evaluate_live(pool, sets, policies, work=live_dir, resume=resume, limit=limit,
+                             seed=seed if limit is not None else None, grader=grader,
+                             total_usd=total_usd, budget=budget, lambdas=lambdas,
+                             concurrency=concurrency, max_tokens=max_tokens,
+                             share_runs=share_runs, progress=on_progress,
+                             record_progress=on_record)

@@ -40,10 +40,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypedDict, TypeVar, Unpack
 
 import numpy as np
 
@@ -59,10 +59,12 @@ if TYPE_CHECKING:
     from orchestra.backends.base import Backend
     from orchestra.outcomes.table import OutcomeTable
     from orchestra.policies.base import Policy
-    from orchestra.runtime import RunResult
+    from orchestra.runtime import Orchestra, RunResult
     from orchestra.spec import Budget, Pool
 
-__all__ = ["EvalOptions", "ProgressFn", "aevaluate", "evaluate"]
+__all__ = ["EvalOptions", "ProgressFn", "Runner", "aevaluate", "evaluate"]
+
+_T = TypeVar("_T")
 
 #: ``progress(label, done, total)``, called after each batch of queries.
 ProgressFn = Callable[[str, int, int], None]
@@ -176,7 +178,37 @@ def _point(runs: Sequence[_Run], queries: Sequence[EvalQuery], *, lam: float | N
     )
 
 
-async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grader,
+class Runner:
+    """How one query of a point runs and is graded: straight through the runtime here; the
+    live evaluation (:mod:`orchestra.eval.live`) adds a journal and a total budget.
+
+    Attributes:
+        grader: grades each run's answer.
+    """
+
+    def __init__(self, grader: Grader) -> None:
+        self.grader = grader
+
+    async def run(self, orch: Orchestra, q: EvalQuery, key: str
+                  ) -> tuple[_Run, RunResult | None]:
+        """Run ``q`` with ``orch`` and grade it; ``key`` names the run within the evaluation
+        (policy, λ, query). Returns the graded run and the result (None when none was made
+        now, e.g. a run read back from a journal)."""
+        res = await orch.arun(q.text, meta={"query_id": q.query_id, "task": q.task})
+        return _record(self.grader, q, res), res
+
+
+async def _gather(aws: Sequence[Awaitable[_T]]) -> list[_T]:
+    """``asyncio.gather`` that lets every run of a batch finish (their spend is recorded) before
+    the first failure is raised."""
+    out = await asyncio.gather(*aws, return_exceptions=True)
+    for r in out:
+        if isinstance(r, BaseException):
+            raise r
+    return out  # type: ignore[return-value]
+
+
+async def _run_point(policy: Policy, pool: Pool, backend: Backend, runner: Runner,
                      queries: Sequence[EvalQuery], *, lam: float | None, budget: Budget | None,
                      concurrency: int, strong: str | None, label: str,
                      progress: ProgressFn | None) -> PointResult:
@@ -190,11 +222,9 @@ async def _run_point(policy: Policy, pool: Pool, backend: Backend, grader: Grade
     t0 = time.perf_counter()
     for start in range(0, len(queries), concurrency):
         batch = queries[start:start + concurrency]
-        results = await asyncio.gather(*[
-            orch.arun(q.text, meta={"query_id": q.query_id, "task": q.task}) for q in batch])
-        for q, res in zip(batch, results, strict=True):
-            run = _record(grader, q, res)
-            if online:
+        results = await _gather([runner.run(orch, q, f"{label}|{q.query_id}") for q in batch])
+        for run, res in results:
+            if online and res is not None:
                 orch.feedback(res.trace_id, score=min(1.0, max(0.0, run.score)))
             runs.append(run)
         if progress is not None:
@@ -214,6 +244,10 @@ def _plans(policy: Policy) -> Callable[..., list[Plan]] | None:
     return fn if callable(fn) else None
 
 
+def _plan_text(plan: Plan) -> str:
+    return ",".join(f"{a}@{m}" for a, m in plan) or "-"
+
+
 class _SharedRuns:
     """Graded runs of route-once plans on one pool, shared by every λ point and every policy.
 
@@ -224,9 +258,9 @@ class _SharedRuns:
     planned calls.
     """
 
-    def __init__(self, pool: Pool, backend: Backend, grader: Grader, budget: Budget | None,
+    def __init__(self, pool: Pool, backend: Backend, runner: Runner, budget: Budget | None,
                  concurrency: int) -> None:
-        self.pool, self.backend, self.grader = pool, backend, grader
+        self.pool, self.backend, self.runner = pool, backend, runner
         self.budget, self.concurrency = budget, concurrency
         self.done: dict[tuple[int, Plan], _Run] = {}
         self.usd_left: float | None = None
@@ -255,19 +289,20 @@ class _SharedRuns:
         c = self.concurrency
         for start in range(0, len(todo), c):
             batch = todo[start:start + c]
-            results = await asyncio.gather(*[
-                orchs[id(pol)].arun(queries[i].text, meta={"query_id": queries[i].query_id,
-                                                           "task": queries[i].task})
-                for i, _, pol in batch])
-            for (i, plan, pol), res in zip(batch, results, strict=True):
-                made = tuple((c_["agent"], c_["model"]) for st in res.steps
-                             if st["action"] == "route" for c_ in st["calls"])
+            results = await _gather([
+                self.runner.run(orchs[id(pol)], queries[i],
+                                f"plan|{queries[i].query_id}|{_plan_text(plan)}")
+                for i, plan, pol in batch])
+            for (i, plan, pol), (run, res) in zip(batch, results, strict=True):
+                made = plan if res is None else tuple(
+                    (c_["agent"], c_["model"]) for st in res.steps
+                    if st["action"] == "route" for c_ in st["calls"])
                 if made != plan:
                     raise RunError(
                         f"policy {getattr(pol, 'name', pol)!r} planned {list(plan)} for query "
                         f"{queries[i].query_id!r} but its run called {list(made)}; evaluate it "
                         "without shared runs (share_runs=False, --no-share-runs)")
-                self.done[(i, plan)] = _record(self.grader, queries[i], res)
+                self.done[(i, plan)] = run
             if progress is not None:
                 progress(label, min(start + c, len(todo)), len(todo))
 
@@ -300,7 +335,7 @@ async def _run_shared(instances: Sequence[tuple[float, Policy]], shared: _Shared
     return points, len(todo)
 
 
-async def _run_policy(spec: PolicySpec, pool: Pool, backend: Backend, grader: Grader,
+async def _run_policy(spec: PolicySpec, pool: Pool, backend: Backend, runner: Runner,
                       queries: Sequence[EvalQuery], *, lambdas: LambdaSweep,
                       budget: Budget | None, concurrency: int, strong: str | None,
                       progress: ProgressFn | None, label_suffix: str = "",
@@ -334,7 +369,7 @@ async def _run_policy(spec: PolicySpec, pool: Pool, backend: Backend, grader: Gr
             spec, pool, {**(extra or {}), "lam": lam})
         prepare_s += _warm(policy, queries)
         label = f"{spec.text}{'' if lam is None else f' λ={lam:.3g}'}{label_suffix}"
-        points.append(await _run_point(policy, pool, backend, grader, queries, lam=lam,
+        points.append(await _run_point(policy, pool, backend, runner, queries, lam=lam,
                                        budget=budget, concurrency=concurrency, strong=strong,
                                        label=label, progress=progress))
     return _PolicyRun(points, name, swept, prepare_s, len(points) * len(queries), False)
@@ -417,8 +452,15 @@ async def aevaluate(
     apgr: bool = True,
     progress: ProgressFn | None = None,
     share_runs: bool = True,
+    pool: Pool | None = None,
+    runner: Runner | None = None,
 ) -> EvalReport:
-    """Evaluate policies through the runtime on replayed outcomes (async; see :func:`evaluate`)."""
+    """Evaluate policies through the runtime on replayed outcomes (async; see :func:`evaluate`).
+
+    ``pool`` and ``runner`` are the live evaluation's (:mod:`orchestra.eval.live`): the policies
+    run on that pool instead of the replay pool of ``data`` (whose table then holds the pool's
+    own recorded single-model outcomes, for the references), each run made and graded by
+    ``runner``; APGR is not run live."""
     if not isinstance(data, EvalData):
         data = EvalData(table=data, name="<table>", split=None)
     table = data.table
@@ -442,16 +484,24 @@ async def aevaluate(
     do_apgr = apgr and singles[strong_m].quality > singles[weak_m].quality and strong_m != weak_m
     if apgr and not do_apgr:
         pair["note"] = "APGR skipped: the strong model does not score above the weak one"
+    live = pool is not None
+    if live and do_apgr:
+        do_apgr = False
+        pair["note"] = ("APGR skipped: live evaluation does not run every policy a second time "
+                        "on a two-model pool; evaluate the recorded table for APGR")
 
-    pool = _pool_for(data, None, budget, None)
-    table_name = pool.models[0].id.split("/")[1]
-    pair_pool = _pool_for(data, [weak_m, strong_m], budget, table_name) if do_apgr else None
-    grader = Grader(table)
-    queries = grader.queries
+    pair_pool: Pool | None = None
+    if pool is None:
+        pool = _pool_for(data, None, budget, None)
+        table_name = pool.models[0].id.split("/")[1]
+        pair_pool = _pool_for(data, [weak_m, strong_m], budget, table_name) if do_apgr else None
+    if runner is None:
+        runner = Runner(Grader(table))
+    queries = runner.grader.queries
 
     identity = _identity(data)
-    shared = _SharedRuns(pool, be, grader, budget, concurrency) if share_runs else None
-    pair_shared = (_SharedRuns(pair_pool, be, grader, budget, concurrency)
+    shared = _SharedRuns(pool, be, runner, budget, concurrency) if share_runs else None
+    pair_shared = (_SharedRuns(pair_pool, be, runner, budget, concurrency)
                    if share_runs and pair_pool is not None else None)
     results: list[PolicyResult] = []
     for spec in specs:
@@ -460,7 +510,7 @@ async def aevaluate(
         try:
             extra, res.artifact = _artifact(spec, identity)
             run = await _run_policy(
-                spec, pool, be, grader, queries, lambdas=lam_sel, budget=budget,
+                spec, pool, be, runner, queries, lambdas=lam_sel, budget=budget,
                 concurrency=concurrency, strong=None, progress=progress, shared=shared,
                 extra=extra)
         except OrchestraError as e:
@@ -480,7 +530,7 @@ async def aevaluate(
         if pair_pool is not None:
             try:
                 res.apgr_points = (await _run_policy(
-                    spec, pair_pool, be, grader, queries, lambdas=lam_sel, budget=budget,
+                    spec, pair_pool, be, runner, queries, lambdas=lam_sel, budget=budget,
                     concurrency=concurrency, strong=strong_m, progress=progress,
                     label_suffix=" [apgr pair]", shared=pair_shared, extra=extra)).points
                 share_pts = [(p.strong_share or 0.0, p.mean_score) for p in res.apgr_points]
@@ -502,7 +552,8 @@ async def aevaluate(
         "backend": type(be).__name__, "concurrency": concurrency,
         "budget": budget.model_dump() if budget is not None else pool.budget.model_dump(),
         "lambdas": lam_sel, "default_lambdas": list(DEFAULT_LAMBDAS), "apgr": do_apgr,
-        "runtime": "Orchestra.arun (replay pool, store=False)",
+        "runtime": (f"Orchestra.arun (live pool {pool.name!r}, store=False)" if live
+                    else "Orchestra.arun (replay pool, store=False)"),
         "share_runs": share_runs,
     }
     return EvalReport(data=data_info, max_cost=refs.max_cost, max_cost_model=refs.max_model,

@@ -38,11 +38,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from orchestra.errors import UserError
 from orchestra.outcomes.choices import _LETTERS, extract_choice_letter, parse_choices
 from orchestra.outcomes.datadirs import data_dirs
+
+if TYPE_CHECKING:
+    from orchestra.outcomes.table import OutcomeTable
 
 __all__ = [
     "SHARED_SETS",
@@ -435,3 +438,57 @@ def iter_items(sets: Iterable[LabelledSet]) -> Iterable[LabelledItem]:
             if it.id not in seen:
                 seen.add(it.id)
                 yield it
+
+
+def looks_like_outcomes(path: Path) -> bool:
+    """Whether ``path`` is an outcome table (one ``orchestra record`` or ``orchestra data split``
+    wrote) rather than a labelled set: a Parquet file, a JSONL file whose first line is the
+    table's metadata or an outcome row, a CSV file with ``model`` and ``score`` columns."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return True
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if suffix == ".jsonl":
+        try:
+            obj = json.loads(first)
+        except ValueError:
+            return False
+        return isinstance(obj, dict) and ("_table" in obj or {"model", "score"} <= obj.keys())
+    if suffix == ".csv":
+        return {"model", "score"} <= {c.strip() for c in first.split(",")}
+    return False
+
+
+def items_from_table(table: OutcomeTable) -> list[LabelledItem]:
+    """The questions of a recorded outcome table as labelled items (same ids, prompts, tasks,
+    options), with every gold alias the recording kept (``meta["gold_aliases"]``) and each
+    task's grader (``meta["graders"]``); questions without a gold answer are left out.
+
+    Raises:
+        UserError: when no question of the table has a gold answer.
+    """
+    meta = table.meta or {}
+    aliases: dict[str, list[str]] = dict(meta.get("gold_aliases") or {})
+    graders: dict[str, str] = dict(meta.get("graders") or {})
+    items = []
+    for q in table.query_rows:
+        if q.gold is None:
+            continue
+        choices = tuple(q.choices) if q.choices else None
+        gold, default = _gold(aliases.get(q.query_id) or q.gold, choices,
+                              f"question {q.query_id!r}", "gold")
+        grader = graders.get(q.task)
+        items.append(LabelledItem(id=q.query_id, question=q.query, gold=gold, task=q.task,
+                                  choices=choices,
+                                  grader=grader if grader in ("em", "number", "letter")
+                                  else default))  # type: ignore[arg-type]
+    if not items:
+        raise UserError(f"the outcome table {meta.get('source') or ''!s} has no gold answers; "
+                        "a live evaluation needs questions with gold answers (a labelled set, or "
+                        "a table written by `orchestra record`)")
+    return items
+
