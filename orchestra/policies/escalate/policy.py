@@ -10,7 +10,9 @@ Everything is derived from the view: no per-run state.
 Parameters (``--param key=value`` or a recipe's ``params:``):
 
 * ``path``: the artifact written by ``orchestra train escalate`` (a directory, or a name under
-  ``<data home>/artifacts``; default ``routerbench-escalate``).
+  ``<data home>/artifacts``). Default: the newest escalate artifact there trained on exactly the
+  pool's models (``routerbench-escalate`` for the RouterBench replay pool), else a ``UserError``
+  naming ``path=`` and ``orchestra train escalate --data <your recorded table>``.
 * ``lam``: cost weight λ (cost in units of the priciest model's mean training cost per query);
   default: the artifact's (the cheapest λ whose training quality is within 0.01 of the best).
 * ``max_calls``: calls per query at most (default: the artifact's, 3). The run also stops
@@ -28,6 +30,7 @@ from orchestra.policies.registry import register_policy
 
 if TYPE_CHECKING:
     from orchestra.policies.escalate.cascade import Escalator
+    from orchestra.policies.learned.provenance import ArtifactChoice
     from orchestra.spec import Pool
 
 __all__ = ["EscalatePolicy"]
@@ -49,12 +52,18 @@ class EscalatePolicy:
         import numpy as np  # here, not at the top: `orchestra policies list` skips numpy
 
         from orchestra.policies.escalate.artifact import load_escalator
-        from orchestra.policies.learned.policy import parse_lam
+        from orchestra.policies.learned.policy import artifact_for_pool, parse_lam
 
-        esc = escalator if escalator is not None else load_escalator(path)
-        self.escalator = esc
         self.agent = pool.agent(agent).name if agent else pool.answer_agent.name
         allowed = pool.models_for(self.agent)
+        #: How the artifact was found without ``path=`` (None: given by path= or escalator=).
+        self.artifact: ArtifactChoice | None = None
+        if escalator is None and path is None:
+            self.artifact = artifact_for_pool(self.kind, allowed)
+            esc = load_escalator(str(self.artifact.path))
+        else:
+            esc = escalator if escalator is not None else load_escalator(path)
+        self.escalator = esc
         self.pool_name: dict[int, str] = {}
         for j, name in enumerate(esc.models):
             spec = next((m for m in allowed if m.name == name), None) or next(

@@ -11,9 +11,13 @@ Parameters (``--param key=value`` or a recipe's ``params:``):
 
 * ``path``: the artifact directory written by ``orchestra train <kind>``. A path that does not
   exist is looked up by its last component in ``<data home>/artifacts/`` (where ``orchestra
-  train`` writes by default), so recipes can say ``path: routerbench-knn``. Default:
-  ``routerbench-<kind>``; ``orchestra eval`` instead picks the artifact trained on the evaluated
-  data, or refuses (:func:`~orchestra.policies.learned.provenance.find_artifact`).
+  train`` writes by default), so recipes can say ``path: routerbench-knn``. Default: the newest
+  artifact of the kind in ``<data home>/artifacts/`` trained on exactly the pool's models (the
+  agent's; ``routerbench-<kind>`` for the RouterBench replay pool), else a ``UserError`` naming
+  ``path=`` and ``orchestra train <kind> --data <your recorded table>``
+  (:func:`~orchestra.policies.learned.provenance.find_artifact_for_pool`); ``orchestra eval``
+  instead picks the artifact trained on the evaluated data, or refuses
+  (:func:`~orchestra.policies.learned.provenance.find_artifact`).
 * ``lam``: the cost weight λ (cost normalised by the mean cost of the training data's most
   expensive model, so λ grids compare across datasets). Default: the artifact's ``default_lam``
   (the cheapest λ whose training quality is within 0.01 of the best).
@@ -42,10 +46,11 @@ from orchestra.policies.registry import register_policy
 if TYPE_CHECKING:
     from orchestra.embed import Embedder
     from orchestra.policies.learned.artifact import TrainedRouter
-    from orchestra.spec import Pool
+    from orchestra.policies.learned.provenance import ArtifactChoice
+    from orchestra.spec import ModelSpec, Pool
 
-__all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy", "parse_k", "parse_lam",
-           "route_or_answer"]
+__all__ = ["KNNPolicy", "LearnedRouterPolicy", "MFPolicy", "MLPPolicy", "artifact_for_pool",
+           "parse_k", "parse_lam", "route_or_answer"]
 
 class LearnedRouterPolicy:
     """Route once with a trained router, then answer.
@@ -75,13 +80,19 @@ class LearnedRouterPolicy:
         from orchestra.policies.learned.artifact import load_router
         from orchestra.policies.learned.locations import resolve_artifact
 
+        self.agent = pool.agent(agent).name if agent else pool.answer_agent.name
+        allowed = pool.models_for(self.agent)
+        #: How the artifact was found without ``path=`` (None: given by path= or router=).
+        self.artifact: ArtifactChoice | None = None
         if router is None:
-            router = load_router(resolve_artifact(path, self.kind), kind=self.kind)
+            if path is None:
+                self.artifact = artifact_for_pool(self.kind, allowed)
+                router = load_router(self.artifact.path, kind=self.kind)
+            else:
+                router = load_router(resolve_artifact(path, self.kind), kind=self.kind)
         elif router.kind != self.kind:
             raise UserError(f"expected a {self.kind!r} router (got a {router.kind!r} one)")
         self.router = router
-        self.agent = pool.agent(agent).name if agent else pool.answer_agent.name
-        allowed = pool.models_for(self.agent)
         # Map artifact columns to pool models: by name first, then by litellm id.
         self.columns: list[int] = []
         self.model_names: list[str] = []
@@ -187,6 +198,20 @@ class LearnedRouterPolicy:
         best = scores["models"][names[0]] if names else {}
         return route_or_answer(self.kind, self.lam, [(self.agent, n) for n in names], best,
                                scores, view.budget_left.usd)
+
+
+def artifact_for_pool(kind: str, models: Sequence[ModelSpec]) -> ArtifactChoice:
+    """The artifact a ``kind`` policy given no ``path=`` loads to route over ``models`` (the
+    agent's): the newest trained on exactly these models, RouterBench's own for the RouterBench
+    replay pool (:func:`~orchestra.policies.learned.provenance.find_artifact_for_pool`).
+
+    Raises:
+        UserError: none fits, or two fit equally (the message names ``path=`` and the
+            ``orchestra train`` command).
+    """
+    from orchestra.policies.learned.provenance import find_artifact_for_pool
+
+    return find_artifact_for_pool(kind, [(m.name, m.id) for m in models])
 
 
 def parse_k(k: Any) -> int:

@@ -37,6 +37,8 @@ __all__ = [
     "data_base",
     "data_identity",
     "find_artifact",
+    "find_artifact_for_pool",
+    "is_routerbench_pool",
     "read_trained_on",
     "write_trained_on",
 ]
@@ -258,3 +260,90 @@ def find_artifact(kind: str, path: str | None, data: dict[str, Any],
         f"{str(root)!r}" + (f" and found only: {seen}" if seen else "") + "; pass "
         f"path=<artifact dir> (e.g. '{kind},path=DIR') or train one on a train table of these "
         f"models: `orchestra train {kind} --data <train table>`")
+
+
+def is_routerbench_pool(model_ids: Sequence[str]) -> bool:
+    """Whether every model replays a RouterBench table (ids ``replay/routerbench[-split]/<m>``,
+    as ``orchestra eval --data routerbench`` and ``orchestra serve --pool replay:routerbench``
+    build them): such a pool keeps the default ``routerbench-<kind>`` artifact."""
+    def _rb(mid: str) -> bool:
+        provider, _, rest = mid.partition("/")
+        table = rest.partition("/")[0]
+        return provider == "replay" and (table == "routerbench" or table.startswith("routerbench-"))
+
+    return bool(model_ids) and all(_rb(m) for m in model_ids)
+
+
+def _built_at(d: Path) -> int:
+    """When an artifact was written (ns): its ``trained_on.json``, else its config."""
+    for name in (TRAINED_ON_FILE, "config.json", "rl.json"):
+        try:
+            return (d / name).stat().st_mtime_ns
+        except OSError:
+            continue
+    return 0
+
+
+def find_artifact_for_pool(kind: str, models: Sequence[tuple[str, str]],
+                           home: Path | None = None) -> ArtifactChoice:
+    """The artifact a ``kind`` policy without ``path=`` loads to route over ``models``.
+
+    Args:
+        kind: the artifact kind (:data:`ARTIFACT_KINDS`).
+        models: the (name, litellm id) of each model the policy's agent may use.
+        home: where to search (default: :func:`~orchestra.policies.learned.locations.artifacts_home`).
+
+    Returns:
+        For a RouterBench replay pool (:func:`is_routerbench_pool`), ``routerbench-<kind>``
+        (``found_by="routerbench default"``); otherwise the newest artifact of ``kind`` whose
+        training models are exactly these models, each named by its pool name or its id
+        (``found_by="pool models"``).
+
+    Raises:
+        UserError: nothing matches (naming the artifacts seen and what they were trained on,
+            ``path=`` and ``orchestra train KIND --data <your recorded table>``), or the newest
+            matching ones were written at the same time (listing them).
+    """
+    from orchestra.policies.learned.locations import artifacts_home, resolve_artifact
+
+    names = [n for n, _ in models]
+    if is_routerbench_pool([i for _, i in models]):
+        p = resolve_artifact(None, kind)
+        return _choice(p, kind, "routerbench default", read_trained_on(p), {})
+    root = home if home is not None else artifacts_home()
+    found: list[tuple[int, Path, dict[str, Any]]] = []
+    seen: list[str] = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not d.is_dir():
+            continue
+        tr = read_trained_on(d)
+        if _kind_of(d, tr) != kind:
+            continue
+        trained = tr.get("models") if tr is not None else None
+        if tr is None or not trained:
+            seen.append(f"{d.name} (its training models are not recorded)")
+            continue
+        covered = {n for n, i in models for t in trained if t in (n, i)}
+        unknown = [t for t in trained if not any(t in (n, i) for n, i in models)]
+        if unknown or covered != set(names):
+            seen.append(f"{d.name} (trained on {tr.get('data')!r} with models {trained})")
+            continue
+        found.append((_built_at(d), d, tr))
+    if found:
+        found.sort(key=lambda f: f[0], reverse=True)
+        tied = [f for f in found if f[0] == found[0][0]]
+        if len(tied) > 1:
+            listed = [f"{d} (trained on {tr.get('data')!r})" for _, d, tr in tied]
+            raise UserError(
+                f"several {kind} artifacts were trained on this pool's models {names}, written "
+                f"at the same time: {listed}; choose one with path=<artifact dir>, e.g. "
+                f"--param path={tied[0][1]}")
+        _, d, tr = found[0]
+        how = "pool models" if len(found) == 1 else f"pool models (newest of {len(found)})"
+        return _choice(d, kind, how, tr, {})
+    raise UserError(
+        f"no trained {kind} router was trained on this pool's models {names}; looked in "
+        f"{str(root)!r}" + (f" and found only: {seen}" if seen else "") + "; record outcomes "
+        f"of these models (`orchestra record --pool <pool> --data <labelled set> --out "
+        f"outcomes.jsonl`), then train one: `orchestra train {kind} --data <your recorded "
+        f"table>`, or pass path=<artifact dir> (e.g. --param path=DIR)")
