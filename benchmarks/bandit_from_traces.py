@@ -3,18 +3,29 @@
 Run from the repository root (needs the shared data: ``../shared/data``, or set
 ``$ORCHESTRA_SHARED_DATA``)::
 
-    .venv/bin/python benchmarks/bandit_from_traces.py            # 3 seeds, ~2 min on 2 busy cores
+    .venv/bin/python benchmarks/bandit_from_traces.py            # served, 3 seeds, ~3 min
     .venv/bin/python benchmarks/bandit_from_traces.py --seeds 1 --runs 50   # quicker
+    .venv/bin/python benchmarks/bandit_from_traces.py --mode orchestra      # in-process runs
 
-**The runs (real, through the runtime).** For each seed, 200 RouterBench *train-split* queries
-(random order) run through ``Orchestra`` with the ``bandit`` policy (cold start, LinUCB
-exploration) on the RouterBench replay pool (``ReplayBackend``: each model's recorded answer
-and cost, the real budget ledger), stored in a real SQLite trace store. After each run,
-``Orchestra.feedback(run_id, score=<gold grade>)``: the recorded correctness of the model the
-run called (RouterBench's grade against the gold answer). ``orchestra serve`` has no feedback
-route, so these are ``Orchestra`` runs, not HTTP ones. The store is then exported with
-``orchestra traces export`` (the code of it, :func:`~orchestra.trace.export.export_runs`): the
-grades come from the feedback events.
+**The runs, ``--mode served`` (the default): real HTTP requests to ``orchestra serve``.** For
+each seed, the benchmark starts ``orchestra serve --pool replay:routerbench:train --policy
+<recipe> --store traces.sqlite`` on 127.0.0.1 (a free port, a subprocess; the recipe is the
+``bandit`` policy with this benchmark's λ, α, seed and cost scale: cold start, LinUCB
+exploration) and sends 200 RouterBench *train-split* queries (random order) with the official
+``openai`` client, one at a time, each with ``metadata={"task", "query_id"}`` (the run's meta:
+the bandit's task feature, the replay pool's row). The replay pool answers with each model's
+recorded answer and cost through the real runtime and budget ledger. After each answer the
+client posts its gold grade to ``POST /v1/feedback`` (``{"trace_id": <x-orchestra-trace-id>,
+"score": g}``), ``g`` being the recorded correctness of the model that answered (the response's
+``model``; RouterBench's grade against the gold answer), so the served bandit learns online.
+The server is then stopped and the store exported with ``orchestra traces export`` (the
+command): the grades come from the feedback events.
+
+**``--mode orchestra``** (the first version of this benchmark, before the server had a feedback
+route): the same 200 runs through ``Orchestra`` in-process (``ReplayBackend``, a real SQLite
+trace store) and ``Orchestra.feedback(run_id, score=<grade>)``, exported with
+:func:`~orchestra.trace.export.export_runs`; its results are kept in
+``bandit_from_traces.orchestra.json`` / ``.png``.
 
 **Training from the traces.** ``orchestra train bandit --data traces.jsonl --pool routerbench``
 (run as a command, its summary and phase times kept), and the same learning replayed one trace
@@ -24,9 +35,9 @@ reported: mean reward ``score - lam * cost / cost_scale``, accuracy, cost per qu
 against the per-query oracle. The state learned from the 200 traces must equal the state the
 served bandit learned online (the log holds exactly what it saw).
 
-**Online.** The 200 served runs themselves: cumulative reward and regret of the bandit's own
-choices, against the expected reward of a uniform random choice and the cheapest model on the
-same queries.
+**Online.** The 200 served runs themselves: reward (``score - lam * cost / cost_scale``) of
+the bandit's own choices run by run, its running mean and cumulative regret, against the
+expected reward of a uniform random choice and the cheapest model on the same queries.
 
 **Baselines, side by side on the test split.** The bandit trained on the *full* train table
 (every model's outcome on each of the 2,225 train queries: 24,475 observations, full
@@ -34,8 +45,9 @@ information), random (expected), the cheapest model, the strongest (``gpt-4-1106
 the oracle. The headline ratio: the 200-trace bandit's test reward as a share of the full-table
 bandit's, and its share of the full-table bandit's gain over random.
 
-``cost_scale`` (the λ unit) is the priciest model's mean cost per train query, as for the other
-learned routers. Results: ``benchmarks/results/bandit_from_traces.json`` and ``.png``.
+````cost_scale`` (the λ unit) is the priciest model's mean cost per train query, as for the other
+learned routers. Results: ``benchmarks/results/bandit_from_traces.json`` and ``.png`` (served),
+``bandit_from_traces.orchestra.json`` and ``.png`` (``--mode orchestra``).
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ import argparse
 import json
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +74,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 STRONGEST = "gpt-4-1106-preview"
 EVERY = 10
+#: How long ``orchestra serve`` may take to answer its health check.
+START_S = 180.0
 
 
 def policy_for(pool: Any, *, seed: int, lam: float, scale: float, alpha: float) -> Any:
@@ -100,6 +116,116 @@ def serve(train: Any, pool: Any, idx: np.ndarray, *, seed: int, lam: float, scal
     export_runs(store, out)
     store.close()
     return out, policy, rows, secs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestra.cli", *args]
+
+
+def serve_http(train: Any, idx: np.ndarray, *, seed: int, lam: float, scale: float,
+               alpha: float, workdir: Path, con: Any
+               ) -> tuple[Path, Path, list[dict[str, Any]], dict[str, Any]]:
+    """200 requests to ``orchestra serve --policy bandit`` with gold feedback over HTTP, then
+    ``orchestra traces export``; (traces file, the served bandit's saved state, per-run rows,
+    facts about the serving)."""
+    import httpx
+    import openai
+
+    state = workdir / f"served-{seed}.npz"
+    recipe = workdir / f"bandit-{seed}.yaml"
+    # The served bandit saves its state once, after the last feedback (to compare with the
+    # state learned from the exported traces).
+    recipe.write_text(json.dumps({"policy": "bandit", "params": {
+        "lam": lam, "alpha": alpha, "seed": seed, "cost_scale": scale, "embedder": "minilm",
+        "path": str(state), "save_every": len(idx)}}), encoding="utf-8")
+    db = workdir / f"traces-{seed}.sqlite"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / f"serve-{seed}.log"
+    cmd = cli("serve", "--pool", "replay:routerbench:train", "--policy", str(recipe),
+              "--host", "127.0.0.1", "--port", str(port), "--store", str(db))
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    scores, costs = train.score_matrix(), train.cost_matrix()
+    col = {m: j for j, m in enumerate(train.models)}
+    rows: list[dict[str, Any]] = []
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"orchestra serve exited ({proc.returncode}):\n"
+                                 f"{log.read_text()[-3000:]}")
+            if time.perf_counter() - t0 > START_S:
+                raise SystemExit(f"orchestra serve did not answer /health within {START_S:g} s; "
+                                 f"see {log}")
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        start_s = time.perf_counter() - t0
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0,
+                               timeout=120)
+        http = httpx.Client(base_url=base, timeout=60)
+        t1 = time.perf_counter()
+        for q in idx.tolist():
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": train.query_texts[q]}],
+                metadata={"task": train.query_tasks[q], "query_id": train.queries[q]})
+            done = raw.parse()
+            trace_id = raw.headers["x-orchestra-trace-id"]
+            model = done.model
+            facts = (done.model_extra or {})["orchestra"]
+            if model not in col:
+                raise SystemExit(f"run {trace_id} answered from {model!r}, not a pool model "
+                                 f"({facts['stop_reason']})")
+            grade = float(np.nan_to_num(scores[q, col[model]]))
+            fb = http.post("/v1/feedback", json={"trace_id": trace_id, "score": grade})
+            if fb.status_code != 200:
+                raise SystemExit(f"POST /v1/feedback for {trace_id} answered "
+                                 f"{fb.status_code}: {fb.text}")
+            rows.append({"q": q, "model": model, "score": grade, "trace_id": trace_id,
+                         "cost": float(facts["cost_usd"]),
+                         "recorded_cost": float(costs[q, col[model]]),
+                         "observed": bool(fb.json()["observed"])})
+        serve_s = time.perf_counter() - t1
+        http.close()
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    traces = workdir / f"traces-{seed}.jsonl"
+    t2 = time.perf_counter()
+    res = subprocess.run(cli("traces", "export", "--db", str(db), "--out", str(traces)),
+                         cwd=REPO, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"orchestra traces export failed:\n{res.stderr}")
+    export_s = time.perf_counter() - t2
+    exported = {r["run_id"]: r for r in map(json.loads,
+                                            traces.read_text(encoding="utf-8").splitlines())}
+    facts = {"server_start_seconds": start_s, "export_seconds": export_s,
+             "export_stdout": res.stdout.strip().splitlines()[-1:],
+             "requests_per_second": len(rows) / serve_s if serve_s > 0 else None,
+             "feedback_observed": sum(r["observed"] for r in rows),
+             "exported_runs": len(exported),
+             "exported_scores_equal_posted": all(
+                 exported[r["trace_id"]]["score"] == r["score"] for r in rows),
+             "command": " ".join(["orchestra", *cmd[3:]]).replace(str(workdir), "$TMP")}
+    con.print(f"  orchestra serve up in {start_s:.1f}s; {len(rows)} requests + feedback in "
+              f"{serve_s:.1f}s; exported {len(exported)} runs in {export_s:.1f}s")
+    return traces, state, rows, {"serve_seconds": serve_s, **facts}
 
 
 def evaluate_greedy(policy: Any, x_test: np.ndarray, test: Any, lam: float, scale: float,
@@ -168,8 +294,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--lam", type=float, default=0.2)
     ap.add_argument("--alpha", type=float, default=0.25)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bandit_from_traces.json")
+    ap.add_argument("--mode", choices=("served", "orchestra"), default="served",
+                    help="served: HTTP requests to orchestra serve + POST /v1/feedback; "
+                         "orchestra: in-process Orchestra runs + Orchestra.feedback")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results JSON (default: results/bandit_from_traces.json, or "
+                         "bandit_from_traces.orchestra.json with --mode orchestra)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "results" / ("bandit_from_traces.json" if args.mode == "served"
+                                       else "bandit_from_traces.orchestra.json")
 
     from rich.console import Console
 
@@ -217,8 +351,20 @@ def main() -> None:
         work = Path(tmp)
         for seed in range(args.seeds):
             idx = np.random.default_rng(100 + seed).permutation(train.n_queries)[:args.runs]
-            traces, online, rows, serve_s = serve(train, pool, idx, seed=seed, lam=lam,
-                                                  scale=scale, alpha=args.alpha, workdir=work)
+            serving: dict[str, Any] = {}
+            if args.mode == "served":
+                from orchestra.policies.bandit.policy import BanditPolicy
+
+                traces, state, rows, serving = serve_http(
+                    train, idx, seed=seed, lam=lam, scale=scale, alpha=args.alpha,
+                    workdir=work, con=con)
+                serve_s = serving["serve_seconds"]
+                # The served bandit's own state, as it saved it after the last feedback.
+                online = BanditPolicy(pool, path=str(state), lam=lam, cost_scale=scale)
+            else:
+                traces, online, rows, serve_s = serve(train, pool, idx, seed=seed, lam=lam,
+                                                      scale=scale, alpha=args.alpha,
+                                                      workdir=work)
             obs, stats = observations_from_traces(traces)
             # The learning curve: the same learning as `train bandit`, one trace at a time.
             learner = policy_for(pool, seed=seed, lam=lam, scale=scale, alpha=args.alpha)
@@ -255,10 +401,14 @@ def main() -> None:
             half = len(rows) // 2
             seeds.append({
                 "seed": seed, "serve_seconds": serve_s, "runs": len(rows), "traces": stats,
+                **({"served": {k: v for k, v in serving.items() if k != "serve_seconds"}}
+                   if serving else {}),
                 "replayed_state_equals_online_state": same_state,
                 "charged_equals_recorded": charged_ok,
                 "curve": curve,
                 "online": {
+                    "reward_per_run": {"bandit": r_online.tolist(),
+                                       "models": [r["model"] for r in rows]},
                     "cumulative": {k: np.cumsum(v)[EVERY - 1::EVERY].tolist() for k, v in
                                    (("bandit", r_online), ("random", r_random),
                                     ("cheapest", r_cheap), ("oracle", r_oracle))},
@@ -285,6 +435,7 @@ def main() -> None:
     final = np.array([s["curve"][-1]["mean_reward"] for s in seeds])
     rand = refs["random"]["mean_reward"]
     summary = {
+        "mode": args.mode,
         "traces_bandit_test_reward": {"mean": float(final.mean()), "std": float(final.std())},
         "full_table_bandit_test_reward": full_eval["mean_reward"],
         "ratio_traces_to_full_table": float(final.mean() / full_eval["mean_reward"]),
@@ -297,15 +448,37 @@ def main() -> None:
                                                          for s in seeds])),
                                 "random": float(np.mean([s["online"]["regret_total_random"]
                                                          for s in seeds]))},
+        "online_mean_reward": {k: float(np.mean([s["online"]["mean_reward"][k] for s in seeds]))
+                               for k in ("bandit", "random", "cheapest", "oracle")},
+        "online_mean_reward_by_half": {
+            "first": float(np.mean([s["online"]["first_half_mean_reward"] for s in seeds])),
+            "second": float(np.mean([s["online"]["second_half_mean_reward"] for s in seeds]))},
+        "replayed_state_equals_online_state": all(s["replayed_state_equals_online_state"]
+                                                  for s in seeds),
+        "charged_equals_recorded": all(s["charged_equals_recorded"] for s in seeds),
     }
+    if args.mode == "served":
+        summary["served"] = {
+            "feedback_observed": sum(s["served"]["feedback_observed"] for s in seeds),
+            "exported_scores_equal_posted": all(s["served"]["exported_scores_equal_posted"]
+                                                for s in seeds),
+            "requests_per_second": float(np.mean([s["served"]["requests_per_second"]
+                                                  for s in seeds])),
+            "server_start_seconds": float(np.mean([s["served"]["server_start_seconds"]
+                                                   for s in seeds]))}
     result = {
         "config": {"runs": args.runs, "seeds": args.seeds, "lam": lam, "alpha": args.alpha,
                    "cost_scale_usd": scale, "embedder": probe.features.embedder.name,
                    "features": probe.features.width, "train_queries": train.n_queries,
                    "test_queries": test.n_queries, "models": list(train.models),
-                   "served": "Orchestra runs (bandit policy, ReplayBackend on the RouterBench "
-                             "train split) + Orchestra.feedback(score=recorded grade); orchestra "
-                             "serve has no feedback route",
+                   "mode": args.mode,
+                   "served": (
+                       "HTTP: orchestra serve --pool replay:routerbench:train --policy <bandit "
+                       "recipe> (a subprocess on 127.0.0.1), the official openai client, "
+                       "POST /v1/feedback {trace_id, score: recorded grade}, then orchestra "
+                       "traces export" if args.mode == "served" else
+                       "Orchestra runs (bandit policy, ReplayBackend on the RouterBench train "
+                       "split) + Orchestra.feedback(score=recorded grade), export_runs"),
                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)"},
         "embedding_test_seconds": embed_s,
         "full_table_bandit": {"observations": full_counts["learned"], "seconds": full_s,
@@ -327,8 +500,29 @@ def plot(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    served = res["config"].get("mode", "orchestra") == "served"
+    how = "POST /v1/feedback" if served else "Orchestra.feedback"
+    fig, (r, a, b) = plt.subplots(1, 3, figsize=(19, 4.8))
     colors = {"bandit": "C0", "random": "C7", "cheapest": "C2", "oracle": "k"}
+    for s in res["seeds"]:
+        per_run = s["online"].get("reward_per_run")
+        if per_run is None:
+            continue
+        rew = np.array(per_run["bandit"])
+        n = np.arange(1, len(rew) + 1)
+        r.plot(n, np.cumsum(rew) / n, color="C0", alpha=0.8,
+               label="bandit: mean reward so far" if s["seed"] == 0 else None)
+        w = min(20, len(rew))
+        r.plot(n[w - 1:], np.convolve(rew, np.ones(w) / w, mode="valid"), color="C0", ls=":",
+               alpha=0.6, label=f"bandit: last {w} runs" if s["seed"] == 0 else None)
+    for k in ("random", "cheapest", "oracle"):
+        vals = [s["online"]["mean_reward"][k] for s in res["seeds"]]
+        r.axhline(float(np.mean(vals)), color=colors[k], ls="--",
+                  label=f"{k} on the same queries")
+    r.set_xlabel(f"served runs (graded with {how})")
+    r.set_ylabel(f"reward (score - {res['config']['lam']}·cost/scale)")
+    r.set_title("online: the served bandit's reward, run by run")
+    r.legend(fontsize=7, loc="lower right")
     for s in res["seeds"]:
         cum = s["online"]["cumulative"]
         steps = np.arange(1, len(cum["bandit"]) + 1) * EVERY
@@ -336,9 +530,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
         for k in ("bandit", "random", "cheapest"):
             a.plot(steps, oracle - np.array(cum[k]), color=colors[k], alpha=0.8,
                    label=k if s["seed"] == 0 else None)
-    a.set_xlabel("served runs (graded with Orchestra.feedback)")
+    a.set_xlabel(f"served runs (graded with {how})")
     a.set_ylabel("cumulative regret vs oracle")
-    a.set_title("online: the served bandit's own choices")
+    a.set_title("online: cumulative regret of the served bandit")
     a.legend()
     for s in res["seeds"]:
         xs = [p["traces"] for p in s["curve"]]

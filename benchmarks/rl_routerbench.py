@@ -13,6 +13,15 @@ decisions, training mode: a malformed decision ends the episode with reward −1
 run's reward curve (``reward_curve.json`` / ``.png`` in the artifact) is copied beside.
 
 Results: ``benchmarks/results/rl_routerbench.json``, ``rl_reward_curve.json`` and ``.png``.
+
+``--eval -- <orchestra eval arguments>`` instead runs ``orchestra eval`` in this process with
+every rl decision timed (the generator's ``generate`` wrapped, nothing else changed): per-step
+latency as the run sees it (queueing for a batch included) and each batched ``generate`` call's
+own time, batch sizes and the policy's own prompt / generated tokens (not charged by the runtime;
+the ledger holds only pool calls). Written to ``--latency-json``::
+
+    .venv/bin/python benchmarks/rl_routerbench.py --eval --latency-json \
+        benchmarks/results/rl_eval_latency.json -- --data routerbench --policy rl --limit 20 ...
 """
 
 from __future__ import annotations
@@ -79,8 +88,79 @@ def measure(source: Path, table: Any, queries: list[Any], lams: list[float],
     return out
 
 
+def eval_timed(out: Path, eval_args: list[str]) -> None:
+    """``orchestra eval`` with every rl decision timed (see the module docstring)."""
+    import sys
+
+    from orchestra.policies.rl import hf
+
+    steps: list[dict[str, Any]] = []
+    batches: list[dict[str, Any]] = []
+    orig_generate, orig_batch = hf.HFGenerator.generate, hf.HFGenerator._generate_batch
+
+    async def generate(self: Any, prompt_ids: Any, *, max_new_tokens: int, stop: Any) -> list[int]:
+        t0 = time.perf_counter()
+        ids = await orig_generate(self, prompt_ids, max_new_tokens=max_new_tokens, stop=stop)
+        steps.append({"s": time.perf_counter() - t0, "prompt_tokens": len(prompt_ids),
+                      "new_tokens": len(ids)})
+        return ids
+
+    def generate_batch(self: Any, batch: Any) -> Any:
+        t0 = time.perf_counter()
+        res = orig_batch(self, batch)
+        batches.append({"s": time.perf_counter() - t0, "size": len(batch),
+                        "width": max(len(r.ids) for r in batch)})
+        return res
+
+    hf.HFGenerator.generate = generate  # type: ignore[method-assign]
+    hf.HFGenerator._generate_batch = generate_batch  # type: ignore[method-assign]
+    from orchestra.cli import main as cli_main
+
+    t0 = time.perf_counter()
+    rc: Any = 0
+    try:
+        cli_main(["eval", *eval_args])
+    except SystemExit as e:
+        rc = e.code
+    finally:
+        def pct(xs: list[float]) -> dict[str, float | None]:
+            a = np.array(xs) if xs else None
+            return {"p50": None if a is None else float(np.percentile(a, 50)),
+                    "p99": None if a is None else float(np.percentile(a, 99)),
+                    "mean": None if a is None else float(a.mean())}
+
+        report = {
+            "what": "orchestra eval with every rl decision timed: step = one adecide's "
+                    "generate as the run sees it (waiting for a batch included); batch = one "
+                    "batched model.generate call",
+            "command": "orchestra eval " + " ".join(eval_args), "exit": rc,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+                       "(shared with other work)",
+            "decisions": len(steps), "step_s": pct([x["s"] for x in steps]),
+            "batches": len(batches), "batch_s": pct([b["s"] for b in batches]),
+            "batch_size_mean": float(np.mean([b["size"] for b in batches])) if batches else None,
+            "per_decision_compute_s": (sum(b["s"] for b in batches) / len(steps)) if steps else None,
+            "prompt_tokens": pct([float(x["prompt_tokens"]) for x in steps]),
+            "new_tokens": pct([float(x["new_tokens"]) for x in steps]),
+            "prompt_tokens_total": sum(x["prompt_tokens"] for x in steps),
+            "new_tokens_total": sum(x["new_tokens"] for x in steps),
+            "steps": steps, "batch_log": batches,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        print(f"rl decisions {len(steps)}: step p50 {report['step_s']['p50']} s, p99 "
+              f"{report['step_s']['p99']} s; batch p50 {report['batch_s']['p50']} s; "
+              f"wrote {out}", file=sys.stderr)
+    if rc:
+        sys.exit(rc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--eval", action="store_true",
+                    help="run `orchestra eval ARGS` (after --) with every rl decision timed")
+    ap.add_argument("--latency-json", default=str(RESULTS / "rl_eval_latency.json"))
     ap.add_argument("--artifact", default="routerbench-rl")
     ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--tasks", default="winogrande,mbpp")
@@ -88,8 +168,18 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-base", action="store_true", help="skip the untrained base")
-    args = ap.parse_args()
+    import sys
+
+    argv = sys.argv[1:]
+    rest: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, rest = argv[:i], argv[i + 1:]
+    args = ap.parse_args(argv)
     _shared()
+    if args.eval:
+        eval_timed(Path(args.latency_json), rest)
+        return
     import torch
 
     from orchestra.outcomes import load_outcomes

@@ -16,6 +16,11 @@ through ``serve.ingress``). Each ``POST /v1/chat/completions`` is one run of an
 
 A client that goes away cancels its run: the trace records it as interrupted (the runtime's
 ``error`` event) and the hold is settled with the spend so far.
+
+``POST /v1/feedback`` grades a finished run (:meth:`Server.feedback`): the feedback goes through
+:meth:`Orchestra.feedback <orchestra.runtime.Orchestra.feedback>`, so the trace store keeps it (a
+``feedback`` event, the score ``orchestra traces export`` gives the run) and the policy that
+routed the run (an online one such as ``bandit``) observes it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,8 +55,10 @@ from orchestra.serve.protocol import (
     SCHEMA_VERSION,
     ApiError,
     ChatRequest,
+    FeedbackRequest,
     Knobs,
     conversation,
+    feedback_error,
     knobs_from_headers,
     parse_model,
     validation_error,
@@ -71,6 +79,11 @@ _KEEPALIVE_S = 10.0
 _CHUNK_CHARS = 200
 #: Resolved policies kept per (name, params), so a learned policy loads its artifact once.
 _POLICY_CACHE = 32
+#: The policy that routed each of this many recent runs is remembered, so that their feedback
+#: reaches that very object (older runs, and other replicas' runs, resolve it from the run's meta).
+_ROUTED_RUNS = 4096
+#: The run-meta key holding the routing knobs a request gave (to find its policy at feedback).
+KNOBS_META = "orchestra_knobs"
 
 
 def _open_keys(keys: Any) -> Any:
@@ -197,6 +210,8 @@ class Server:
                                   if o is not None and o is not given]
         self.metrics = Metrics()
         self._policies: dict[tuple[str, str], Policy] = {}
+        self._routed: OrderedDict[str, Policy] = OrderedDict()
+        self._feedback_lock = asyncio.Lock()
         self._runs: set[asyncio.Task[RunResult]] = set()
         self.pool_models = {m.name: m for m in self.pool.models}
 
@@ -265,13 +280,16 @@ class Server:
 
     async def policy_for(self, body: ChatRequest) -> Policy:
         """The policy the model name and knobs ask for (cached per name and parameters)."""
-        knobs = body.orchestra or Knobs()
-        target = parse_model(body.model, self.pool_models)
+        return await self.policy_of(body.model, body.orchestra or Knobs())
+
+    async def policy_of(self, model: str, knobs: Knobs) -> Policy:
+        """The policy a model name and routing knobs ask for (cached per name and parameters)."""
+        target = parse_model(model, self.pool_models)
         spec = target.policy
         if knobs.policy is not None:
             if spec is not None and spec != knobs.policy:
                 raise ApiError(400, f"orchestra.policy {knobs.policy!r} conflicts with the model "
-                                    f"{body.model!r}; give the policy with model 'auto'",
+                                    f"{model!r}; give the policy with model 'auto'",
                                param="orchestra.policy")
             spec = knobs.policy
         params = {**target.params, **(knobs.params or {})}
@@ -294,7 +312,7 @@ class Server:
             # A learned policy loads an artifact (and maybe an embedder): off the event loop.
             policy = await asyncio.to_thread(resolve_policy, spec, self.pool, params)
         except UserError as e:
-            raise ApiError(400, f"model {body.model!r}: {e}", param="model",
+            raise ApiError(400, f"model {model!r}: {e}", param="model",
                            code="invalid_policy") from None
         if len(self._policies) >= _POLICY_CACHE:
             self._policies.pop(next(iter(self._policies)))
@@ -341,14 +359,22 @@ class Server:
             if hold is not None:
                 self.keys.settle(hold, 0.0)
             raise
+        self._routed[run_id] = policy
+        while len(self._routed) > _ROUTED_RUNS:
+            self._routed.popitem(last=False)
         return _Prepared(body=body, query=query, history=history, orch=orch, run_id=run_id,
                          hold=hold, key_name=getattr(key, "name", None), key_limited=key_limited)
 
     async def run(self, prep: _Prepared, tally: _Tally) -> RunResult:
         """The run; whatever ends it, the hold is settled with what was spent."""
         result: RunResult | None = None
-        meta = {**self.meta, "source": "serve", "api_key": prep.key_name,
-                "requested_model": prep.body.model, "user": prep.body.user}
+        knobs = prep.body.orchestra or Knobs()
+        routing = {k: v for k, v in (("policy", knobs.policy), ("params", knobs.params),
+                                     ("lam", knobs.lam)) if v is not None}
+        # The client's metadata first: the server's meta and its own keys win.
+        meta = {**(prep.body.metadata or {}), **self.meta, "source": "serve",
+                "api_key": prep.key_name, "requested_model": prep.body.model,
+                "user": prep.body.user, **({KNOBS_META: routing} if routing else {})}
         try:
             result = await prep.orch.arun(prep.query, history=prep.history, meta=meta,
                                           run_id=prep.run_id, on_event=tally)
@@ -360,6 +386,111 @@ class Server:
             self.metrics.run_ended(spent, stop)
             if prep.hold is not None:
                 self.keys.settle(prep.hold, spent)
+
+    # ------------------------------------------------------------------ feedback
+    async def feedback(self, request: Request) -> dict[str, Any]:
+        """``POST /v1/feedback``: check the key and the body, find the run, then
+        :meth:`Orchestra.feedback <orchestra.runtime.Orchestra.feedback>` with the policy that
+        routed it (the trace store keeps a ``feedback`` event; the policy observes it).
+
+        One feedback per run: a second one is refused (409), so that a client's retry never
+        teaches an online policy the same outcome twice. The run must be a finished run of
+        ``orchestra serve`` in the trace store (any replica's), made with the caller's key when
+        the server has keys.
+        """
+        key = self.authenticate(request)
+        data = await self.read_json(request)
+        try:
+            body = FeedbackRequest.model_validate(data)
+        except ValidationError as e:
+            raise feedback_error(e) from None
+        if body.score is None and body.reward is None:
+            raise ApiError(400, "feedback needs a 'score' (a number in [0, 1]) or a 'reward' (a "
+                                "finite number), or both; e.g. {\"trace_id\": \"...\", "
+                                "\"score\": 1}", param="score", code="missing_field")
+        run_id = body.run_id
+        if self.store is None:
+            raise ApiError(404, f"trace {run_id!r}: this server keeps no trace store, so it "
+                                "cannot find a run to give feedback on; start it with a store "
+                                "(orchestra serve --store PATH)", param="trace_id",
+                           code="trace_not_found")
+        store = self.store
+        async with self._feedback_lock:  # the duplicate check and the write, one at a time
+            events = await asyncio.to_thread(store.events, run_id)
+            meta = self._check_feedback(run_id, events, key)
+            policy = self._routed.get(run_id)
+            if policy is None:
+                policy = await self._policy_of_run(run_id, meta)
+            orch = Orchestra(self.pool, policy=policy, backend=self.backend, store=store,
+                             check_keys=False)
+            try:
+                await asyncio.to_thread(orch.feedback, run_id, score=body.score,
+                                        reward=body.reward, meta=body.meta)
+            except UserError as e:
+                raise ApiError(400, f"feedback on trace {run_id!r}: {e}", code="invalid_value"
+                               ) from None
+            except Exception as e:  # noqa: BLE001 - answered as a 500 naming the trace
+                raise ApiError(500, f"the policy failed to observe the feedback on trace "
+                                    f"{run_id!r} ({type(e).__name__}: {e}); the feedback is in "
+                                    f"the trace (orchestra traces show {run_id})",
+                               type="server_error", code="observe_failed") from None
+        return {"object": "orchestra.feedback", "trace_id": run_id, "score": body.score,
+                "reward": body.reward, "policy": str(getattr(policy, "name", policy)),
+                "observed": callable(getattr(policy, "observe", None)),
+                "schema_version": SCHEMA_VERSION}
+
+    def _check_feedback(self, run_id: str, events: Sequence[Mapping[str, Any]],
+                        key: Any) -> dict[str, Any]:
+        """The run's meta, once it is known to be a finished served run of the caller's key
+        without feedback yet; else the 403, 404 or 409 that says why not."""
+        started = next((e for e in events if e.get("kind") == "run_started"), None)
+        if started is None:
+            raise ApiError(404, f"no run with trace id {run_id!r} in this server's trace store; "
+                                "give the x-orchestra-trace-id header (or the orchestra."
+                                "trace_id field) of a response of this server",
+                           param="trace_id", code="trace_not_found")
+        meta = dict(started.get("meta") or {})
+        if meta.get("source") != "serve":
+            raise ApiError(404, f"trace {run_id!r} is not a run of orchestra serve (source "
+                                f"{meta.get('source')!r}); give its feedback with "
+                                "Orchestra.feedback where it ran", param="trace_id",
+                           code="trace_not_found")
+        if self.keys is not None and meta.get("api_key") != getattr(key, "name", None):
+            raise ApiError(403, f"trace {run_id!r} was made with another API key; feedback is "
+                                "given with the key that made the run", type="permission_error",
+                           code="not_your_run")
+        if not any(e.get("kind") == "run_finished" for e in events):
+            raise ApiError(409, f"trace {run_id!r} has not finished (still running, or "
+                                "interrupted before an answer); give feedback once the response "
+                                "has come back", param="trace_id", code="run_not_finished")
+        given = next((e for e in events if e.get("kind") == "feedback"), None)
+        if given is not None:
+            raise ApiError(409, f"trace {run_id!r} already has feedback (score "
+                                f"{given.get('score')!r}, reward {given.get('reward')!r}); a run "
+                                "takes one, so that the policy learns each outcome once",
+                           param="trace_id", code="feedback_exists")
+        return meta
+
+    async def _policy_of_run(self, run_id: str, meta: Mapping[str, Any]) -> Policy:
+        """The policy a stored run asked for (a run of another replica, or an older one):
+        resolved in this process from the model name and knobs in its meta."""
+        model = meta.get("requested_model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(404, f"trace {run_id!r} does not say which model it asked for; it is "
+                                "not a run this server can route again", param="trace_id",
+                           code="trace_not_found")
+        try:
+            knobs = Knobs.model_validate(meta.get(KNOBS_META) or {})
+        except ValidationError as e:
+            raise ApiError(409, f"trace {run_id!r}: its routing knobs no longer validate "
+                                f"({validation_error(e).message})", param="trace_id",
+                           code="invalid_trace") from None
+        try:
+            return await self.policy_of(model, knobs)
+        except ApiError as e:
+            raise ApiError(409, f"trace {run_id!r} asked for model {model!r}, which this server "
+                                f"no longer routes: {e.message}", param="trace_id",
+                           code="policy_unavailable") from None
 
     def start(self, prep: _Prepared, tally: _Tally) -> asyncio.Task[RunResult]:
         """The run as a task, tracked until it ends (see :meth:`aclose`)."""
@@ -600,6 +731,9 @@ def create_app(pool: Pool | str | Path = "local", *, server: Server | None = Non
                    "x-accel-buffering": "no"}
         return _RunStream(events(), task, headers)
 
+    async def feedback(request: Request) -> Response:
+        return JSONResponse(await srv.feedback(request))
+
     async def models(request: Request) -> Response:
         srv.authenticate(request)
         return JSONResponse({"object": "list", "data": [
@@ -642,6 +776,7 @@ def create_app(pool: Pool | str | Path = "local", *, server: Server | None = Non
 
     app = Starlette(
         routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/v1/feedback", feedback, methods=["POST"]),
                 Route("/v1/models", models, methods=["GET"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"])],

@@ -20,7 +20,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 
 #: Paths counted under their own label; anything else is ``other`` (a scanner's random paths
 #: must not grow the label set without bound).
-ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
+ROUTES = ("/v1/chat/completions", "/v1/feedback", "/v1/models", "/health", "/metrics")
 
 
 def _label(value: str) -> str:

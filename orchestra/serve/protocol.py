@@ -11,7 +11,12 @@ Model names (:func:`parse_model`):
 - a model of the pool (``gpt-4o-mini``): that model alone, no routing (``single:<model>``).
 
 Per-request knobs come in the body's ``orchestra`` object (the OpenAI client's
-``extra_body={"orchestra": {...}}``) or in ``x-orchestra-*`` headers; the body wins.
+``extra_body={"orchestra": {...}}``) or in ``x-orchestra-*`` headers; the body wins. A request's
+``metadata`` (OpenAI's: at most 16 string pairs) becomes the run's ``meta`` (``task``,
+``query_id``, ``gold``...), under the keys the server sets itself.
+
+``POST /v1/feedback`` (:class:`FeedbackRequest`) grades a served run: its ``trace_id``, a
+``score`` in [0, 1] and/or a ``reward``, and an optional ``meta`` object.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "ApiError",
     "ChatRequest",
+    "FeedbackRequest",
     "Knobs",
     "Message",
     "Target",
     "conversation",
+    "feedback_error",
     "knobs_from_headers",
     "parse_model",
     "validation_error",
@@ -39,6 +46,10 @@ __all__ = [
 
 #: Version of the ``orchestra`` object in responses and of the ``x-orchestra-*`` headers.
 SCHEMA_VERSION = "1"
+#: OpenAI's limits on a request's ``metadata``.
+METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+#: The prefix of a chat completion's ``id``; ``chatcmpl-<trace id>`` names the run too.
+COMPLETION_ID_PREFIX = "chatcmpl-"
 
 
 class ApiError(Exception):
@@ -152,6 +163,24 @@ class ChatRequest(_Model):
     tools: list[Any] | None = None
     orchestra: Knobs | None = None
     user: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        # OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512.
+        if v is None:
+            return v
+        if len(v) > METADATA_PAIRS:
+            raise ValueError(f"at most {METADATA_PAIRS} key-value pairs (got {len(v)}); keep "
+                             "the ones the run needs (task, query_id, gold...)")
+        for k, value in v.items():
+            if not 0 < len(k) <= METADATA_KEY_CHARS:
+                raise ValueError(f"key {_short(k)} must be 1 to {METADATA_KEY_CHARS} characters")
+            if len(value) > METADATA_VALUE_CHARS:
+                raise ValueError(f"the value of {k!r} is {len(value)} characters; at most "
+                                 f"{METADATA_VALUE_CHARS}")
+        return v
 
     @field_validator("n")
     @classmethod
@@ -167,6 +196,46 @@ class ChatRequest(_Model):
             raise ValueError("client-side tools are not supported: the pool's agents carry "
                              "their own tools (agents/<pool>.yaml); leave 'tools' out")
         return v
+
+
+class FeedbackRequest(_Model):
+    """``POST /v1/feedback``: how a served run went.
+
+    Attributes:
+        trace_id: the run (a response's ``x-orchestra-trace-id`` header or ``orchestra.trace_id``
+            field; its ``id``, ``chatcmpl-<trace id>``, works too).
+        score: the answer's quality in [0, 1] (graded against gold, or a user's rating).
+        reward: any finite number the client's setting defines (e.g. ``score - λ·cost``).
+        meta: anything to keep with the feedback (who rated it, the gold answer...).
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    trace_id: str = Field(min_length=1, max_length=200)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    reward: float | None = Field(default=None, allow_inf_nan=False)
+    meta: dict[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str:
+        tid = self.trace_id.strip()
+        return tid.removeprefix(COMPLETION_ID_PREFIX)
+
+
+#: What a feedback body looks like, for the fix of a 400.
+FEEDBACK_SHAPE = ('{"trace_id": "<x-orchestra-trace-id>", "score": <0..1> and/or "reward": '
+                  '<number>, "meta": {...} (optional)}')
+
+
+def feedback_error(e: ValidationError) -> ApiError:
+    """A bad feedback body as a 400 naming the field, what it got and the body's shape."""
+    err = validation_error(e)
+    if e.errors(include_url=False)[0]["type"] == "extra_forbidden":
+        err.message = (f"{err.param}: not a feedback field (got {err.param!r}); send "
+                       f"{FEEDBACK_SHAPE}")
+        err.code = "unknown_field"
+    else:
+        err.message = f"{err.message}; send {FEEDBACK_SHAPE}"
+    return err
 
 
 def conversation(messages: list[Message]) -> tuple[str, list[dict[str, str]]]:

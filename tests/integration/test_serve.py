@@ -842,3 +842,338 @@ def test_serve_ray_cli_replicas_share_keys_and_traces_on_the_replay_pool(
         assert len(writers) == 2, writers  # both replicas answered
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------- feedback
+class _Observer:
+    """Routes to m1 and keeps every feedback it observes (as an online policy learns)."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.name = f"observer({tag})"
+        self.seen: list[Any] = []
+
+    def decide(self, view: Any) -> Any:
+        return Route([Call(model="m1")], reason="observer")
+
+    def observe(self, feedback: Any) -> None:
+        self.seen.append(feedback)
+
+
+@register_policy("observer", doc="test policy: routes to m1, keeps the feedback it observes")
+def _observer(pool: Pool, tag: str = "") -> _Observer:
+    return _Observer(tag)
+
+
+def ask(s: Served, key: str = "none", **kwargs: Any) -> str:
+    """One chat completion; its trace id (from the x-orchestra-trace-id header)."""
+    raw = s.client(key).chat.completions.with_raw_response.create(
+        **{"model": "auto", "messages": [{"role": "user", "content": "What is 2+2?"}], **kwargs})
+    trace_id = raw.headers["x-orchestra-trace-id"]
+    assert raw.parse().model_extra["orchestra"]["trace_id"] == trace_id
+    return trace_id
+
+
+def give(s: Served, body: Any, key: str | None = None) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx.post(s.url + "/v1/feedback", content=content, headers=headers, timeout=30)
+
+
+def test_feedback_is_stored_exported_and_observed_by_the_policy_that_routed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestra.cli import main
+
+    policy = _Observer("server")
+    with serve(tmp_path, policy=policy) as s:
+        graded = ask(s)
+        rewarded = ask(s)
+        r = give(s, {"trace_id": graded, "score": 0.75, "meta": {"gold": "4", "by": "test"}})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"object": "orchestra.feedback", "trace_id": graded, "score": 0.75,
+                            "reward": None, "policy": "observer(server)", "observed": True,
+                            "schema_version": "1"}
+        # The response's id (chatcmpl-<trace id>) names the run too; a reward alone is feedback.
+        r = give(s, {"trace_id": f"chatcmpl-{rewarded}", "reward": -2})
+        assert r.status_code == 200 and r.json()["reward"] == -2.0, r.text
+        # One feedback per run: a retry is refused and not observed again.
+        again = give(s, {"trace_id": graded, "score": 0.0})
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "feedback_exists"
+        assert "0.75" in again.json()["error"]["message"]
+        events = s.events(graded)
+        rewarded_events = s.events(rewarded)
+    # The trace store keeps a feedback event with the score and the meta given.
+    fb = [e for e in events if e["kind"] == "feedback"]
+    assert len(fb) == 1 and fb[0]["score"] == 0.75 and fb[0]["observed"] is True
+    assert fb[0]["meta"] == {"gold": "4", "by": "test"} and events[-1]["kind"] == "feedback"
+    assert [e["reward"] for e in rewarded_events if e["kind"] == "feedback"] == [-2.0]
+    # The server's policy, the one that routed both runs, observed each once.
+    assert [(f.run_id, f.score, f.reward) for f in policy.seen] == [(graded, 0.75, None),
+                                                                   (rewarded, None, -2.0)]
+    assert policy.seen[0].calls[0].model == "m1" and policy.seen[0].meta["by"] == "test"
+    # `orchestra traces export` gives the graded run that score (the rewarded one has none).
+    out = tmp_path / "traces.jsonl"
+    with pytest.raises(SystemExit) as e:
+        main(["traces", "export", "--db", str(s.db), "--out", str(out)])
+    assert e.value.code in (0, None), capsys.readouterr()
+    exported = {row["run_id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert exported[graded]["score"] == 0.75 and exported[rewarded]["score"] is None
+    assert exported[graded]["calls"][0]["model"] == "m1"
+
+
+FEEDBACK_HOSTILE: list[tuple[str, bytes | Any, str, str]] = [
+    ("bad json", b'{"trace_id": ', "invalid_json", "not valid JSON"),
+    ("not an object", [1], "invalid_json", "expected a JSON object"),
+    ("no trace id", {"score": 1}, "missing_field", "trace_id: Field required"),
+    ("no score or reward", {"trace_id": "T"}, "missing_field", "needs a 'score'"),
+    ("score above 1", {"trace_id": "T", "score": 1.5}, "invalid_value",
+     "score: Input should be less than or equal to 1 (got 1.5)"),
+    ("score a string", {"trace_id": "T", "score": "1"}, "invalid_value",
+     "score: Input should be a valid number (got '1')"),
+    ("score a bool", {"trace_id": "T", "score": True}, "invalid_value", "score:"),
+    ("reward NaN", b'{"trace_id": "T", "reward": NaN}', "invalid_value", "reward:"),
+    ("meta a list", {"trace_id": "T", "score": 1, "meta": [1]}, "invalid_value", "meta:"),
+    ("misspelt field", {"trace_id": "T", "scroe": 1}, "unknown_field",
+     "scroe: not a feedback field"),
+    ("trace id a number", {"trace_id": 7, "score": 1}, "invalid_value", "trace_id:"),
+]
+
+
+@pytest.mark.parametrize("body, code, expect",
+                         [pytest.param(b, c, e, id=i) for i, b, c, e in FEEDBACK_HOSTILE])
+def test_bad_feedback_bodies_get_a_400_naming_the_field_and_the_fix(
+        served: Served, body: Any, code: str, expect: str) -> None:
+    trace_id = ask(served)
+    if isinstance(body, dict) and body.get("trace_id") == "T":
+        body = {**body, "trace_id": trace_id}
+    elif isinstance(body, bytes):
+        body = body.replace(b'"T"', json.dumps(trace_id).encode())
+    r = give(served, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "invalid_request_error" and err["code"] == code, err
+    assert expect in err["message"], err
+    if code != "invalid_json":  # the fix: what a feedback body looks like
+        assert '"trace_id"' in err["message"] and '"score"' in err["message"], err
+    # Nothing was recorded.
+    assert not [e for e in served.events(trace_id) if e["kind"] == "feedback"]
+
+
+def test_feedback_for_unknown_unserved_or_unfinished_runs_is_refused(tmp_path: Path) -> None:
+    from orchestra import Orchestra
+
+    release = asyncio.Event()
+    loop_box: dict[str, Any] = {}
+
+    async def maybe_held(req: CompletionRequest) -> str:
+        if "hold" in last_user_message(req):
+            loop_box["loop"] = asyncio.get_running_loop()
+            await release.wait()
+        return reply(req)
+
+    with serve(tmp_path, FunctionBackend(maybe_held)) as s:
+        r = give(s, {"trace_id": "0" * 32, "score": 1})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "trace_not_found", r.text
+        assert "'" + "0" * 32 + "'" in r.json()["error"]["message"]
+        # A run in the same store that the server did not make (an Orchestra run).
+        orch = Orchestra(make_pool(), backend=FunctionBackend(reply), store=s.db,
+                         check_keys=False)
+        other = orch.run("not served").trace_id
+        orch.store.close()
+        r = give(s, {"trace_id": other, "score": 1})
+        assert r.status_code == 404 and "not a run of orchestra serve" in r.text, r.text
+        # A run still going: 409, then accepted once it has answered.
+        box: dict[str, Any] = {}
+        slow = threading.Thread(target=lambda: box.setdefault("id", ask(
+            s, messages=[{"role": "user", "content": "hold on"}])))
+        slow.start()
+        wait_until(lambda: "loop" in loop_box)
+        running = next(r["run_id"] for r in SQLiteTraceStore(s.db).list_runs(limit=10)
+                       if r["status"] == "running")
+        r = give(s, {"trace_id": running, "score": 1})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "run_not_finished", r.text
+        loop_box["loop"].call_soon_threadsafe(release.set)
+        slow.join(30)
+        assert box["id"] == running
+        assert give(s, {"trace_id": running, "score": 1}).status_code == 200
+    assert [e["kind"] for e in s.events(other)].count("feedback") == 0
+
+
+def test_feedback_needs_the_key_that_made_the_run(tmp_path: Path) -> None:
+    from orchestra.serve.keys import KeyStore
+
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    alice, _ = keys.create("alice", per_day_usd=1.0)
+    bob, _ = keys.create("bob", per_day_usd=1.0)
+    with serve(tmp_path, keys=tmp_path / "keys.sqlite") as s:
+        run = ask(s, alice, model="m0")
+        r = give(s, {"trace_id": run, "score": 1})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key", r.text
+        r = give(s, {"trace_id": run, "score": 1}, key="osk-not-a-key")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+        r = give(s, {"trace_id": run, "score": 1}, key=bob)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "not_your_run"
+        assert "alice" not in r.text  # who made it is not told to another key
+        assert not [e for e in s.events(run) if e["kind"] == "feedback"]
+        r = give(s, {"trace_id": run, "score": 0.5}, key=alice)
+        assert r.status_code == 200, r.text
+        assert [e["score"] for e in s.events(run) if e["kind"] == "feedback"] == [0.5]
+
+
+def test_feedback_on_another_servers_run_reaches_this_servers_policy(tmp_path: Path) -> None:
+    """Two servers on one trace store (as Ray replicas are): feedback for a run the first made,
+    sent to the second, is stored, and the second's policy for the same model name and knobs
+    (resolved from the run's meta) observes it."""
+    db = tmp_path / "traces.sqlite"
+    with serve(tmp_path) as first, Served(
+            create_app(make_pool(), backend=FunctionBackend(reply), store=db, check_keys=False),
+            None, db) as second:
+        run = ask(first, model="orchestra/observer",
+                  extra_body={"orchestra": {"params": {"tag": "blue"}}})
+        assert ask(second, model="orchestra/observer",
+                   extra_body={"orchestra": {"params": {"tag": "red"}}})
+        r = give(second, {"trace_id": run, "score": 1})
+        assert r.status_code == 200 and r.json()["policy"] == "observer(blue)", r.text
+        srv = second.app.state.server
+        observed = {p.tag: [f.run_id for f in p.seen] for p in srv._policies.values()}
+        assert observed == {"blue": [run], "red": []}
+        assert not any(p.seen for p in first.app.state.server._policies.values())
+    assert [e["score"] for e in first.events(run) if e["kind"] == "feedback"] == [1.0]
+
+
+def test_the_served_bandit_learns_from_feedback(tmp_path: Path) -> None:
+    from orchestra.policies.bandit.policy import BanditPolicy
+
+    bandit = BanditPolicy(make_pool(), embedder="hashing", seed=0)
+    with serve(tmp_path, policy=bandit) as s:
+        runs = [ask(s, messages=[{"role": "user", "content": f"question {i}"}])
+                for i in range(4)]
+        assert bandit.learner.updates == 0
+        for i, run in enumerate(runs):
+            assert give(s, {"trace_id": run, "score": i % 2}).status_code == 200
+        chosen = [e["model"] for run in runs for e in s.events(run)
+                  if e["kind"] == "call_finished"]
+    # Each graded run taught the bandit its chosen model's outcome, once.
+    assert bandit.learner.updates == 4 and len(chosen) == 4
+    assert {a: int(n) for a, n in zip(bandit.arms, bandit.learner.n, strict=True)} == {
+        a: chosen.count(a) for a in bandit.arms}
+
+
+def test_request_metadata_becomes_the_runs_meta(served: Served) -> None:
+    run = ask(served, metadata={"task": "arith", "query_id": "q7", "source": "not-this",
+                                "api_key": "not-this"})
+    meta = served.events(run)[0]["meta"]
+    assert meta["task"] == "arith" and meta["query_id"] == "q7"
+    assert meta["source"] == "serve" and meta["api_key"] is None  # the server's keys win
+    for metadata, expect in (({f"k{i}": "v" for i in range(17)}, "at most 16"),
+                             ({"task": 3}, "metadata.task"),
+                             ({"gold": "x" * 513}, "at most 512")):
+        r = httpx.post(served.url + "/v1/chat/completions", timeout=30, json={
+            "model": "auto", "metadata": metadata,
+            "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 400 and expect in r.json()["error"]["message"], r.text
+
+
+_RAY_FEEDBACK_SCRIPT = """
+import os, sys
+from orchestra.serve.ray_serve import run_on_ray
+
+DB, SEEN, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def build():
+    from orchestra.policies.base import Call, Route
+    from orchestra.serve.app import create_app
+    from orchestra.testing import FunctionBackend, make_pool
+
+    class Observer:
+        name = "observer"
+
+        def decide(self, view):
+            return Route([Call(model="m1")], reason="observer")
+
+        def observe(self, feedback):
+            with open(SEEN, "a") as f:
+                f.write(f"{os.getpid()} {feedback.run_id} {feedback.score}\\n")
+
+    return create_app(make_pool(), policy=Observer(), store=DB, check_keys=False,
+                      backend=FunctionBackend(lambda r: f"pid {os.getpid()}"))
+
+
+run_on_ray(build, host="127.0.0.1", port=PORT, replicas=2, blocking=False,
+           num_cpus_per_replica=0.1)
+print("READY", flush=True)
+sys.stdin.read()  # until the test closes it
+from ray import serve
+import ray
+serve.shutdown()
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_ray_serve_replicas_take_feedback_on_each_others_runs(tmp_path: Path) -> None:
+    """Feedback sent to either replica is stored once in the shared trace store and observed
+    once, by the policy of the replica that received it, whichever replica made the run."""
+    pytest.importorskip("ray.serve")
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db, seen = tmp_path / "traces.sqlite", tmp_path / "seen.txt"
+    p = subprocess.Popen([sys.executable, "-c", _RAY_FEEDBACK_SCRIPT, str(db), str(seen),
+                          str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.strip() == "READY", p.stderr.read() if p.stderr else ""
+
+        async def ask() -> list[Any]:
+            client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0,
+                                        timeout=120)
+            return await asyncio.gather(*(
+                client.chat.completions.with_raw_response.create(
+                    model="auto", messages=[{"role": "user", "content": f"q{i}"}])
+                for i in range(16)))
+
+        raws = asyncio.run(ask())
+        made_by = {r.headers["x-orchestra-trace-id"]: r.parse().choices[0].message.content
+                   for r in raws}
+        assert len(set(made_by.values())) == 2, made_by  # both replicas made runs
+        grades = {run: i / 16 for i, run in enumerate(made_by)}
+        for run, score in grades.items():
+            r = httpx.post(f"{base}/v1/feedback", json={"trace_id": run, "score": score},
+                           timeout=60)
+            assert r.status_code == 200 and r.json()["observed"] is True, r.text
+    finally:
+        if p.stdin is not None:
+            p.stdin.close()
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    store = SQLiteTraceStore(db)
+    try:
+        stored = {run: [e["score"] for e in store.events(run) if e["kind"] == "feedback"]
+                  for run in grades}
+    finally:
+        store.close()
+    assert stored == {run: [score] for run, score in grades.items()}
+    observed = [line.split() for line in seen.read_text().splitlines()]
+    assert sorted((run, float(score)) for _, run, score in observed) == sorted(grades.items())
+    replica_pids = {text.removeprefix("pid ") for text in made_by.values()}
+    assert {pid for pid, _, _ in observed} <= replica_pids
