@@ -43,6 +43,7 @@ from orchestra.trace.store import (
     _event_of,
     default_trace_path,
     fold_cached,
+    run_row,
 )
 
 __all__ = ["PostgresTraceStore", "is_database_url", "open_store", "redact_url", "trace_target"]
@@ -424,15 +425,4 @@ class PostgresTraceStore(TraceStore):
                 self._conn.close()
 
 
-def _row(r: dict[str, Any]) -> dict[str, Any]:
-    """A run row as a dict, its JSON columns parsed; one that does not parse becomes None and
-    is named in ``damaged`` (as :class:`~orchestra.trace.store.SQLiteTraceStore` does)."""
-    d = dict(r)
-    for k in _JSON_COLUMNS:
-        if d.get(k):
-            try:
-                d[k] = json.loads(d[k])
-            except (ValueError, TypeError):
-                d[k] = None
-                d.setdefault("damaged", []).append(k)
-    return d
+_row = run_row  # as SQLiteTraceStore reads them

@@ -424,17 +424,7 @@ class SQLiteTraceStore(TraceStore):
     # ----------------------------------------------------------------- reading
     @staticmethod
     def _row(r: sqlite3.Row) -> dict[str, Any]:
-        """A run row as a dict. A JSON column that does not parse (a damaged file) becomes None
-        and is named in ``damaged``, so one bad row never hides the others."""
-        d = dict(r)
-        for k in _JSON_COLUMNS:
-            if d.get(k):
-                try:
-                    d[k] = json.loads(d[k])
-                except (ValueError, TypeError):
-                    d[k] = None
-                    d.setdefault("damaged", []).append(k)
-        return d
+        return run_row(r)
 
     def _get_run_unlocked(self, run_id: str) -> dict[str, Any] | None:
         r = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -540,6 +530,21 @@ class SQLiteTraceStore(TraceStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def run_row(r: Any) -> dict[str, Any]:
+    """A stored run row (a mapping) as a dict, its JSON columns parsed. A JSON column that does
+    not parse (a damaged store) becomes None and is named in ``damaged``, so one bad row never
+    hides the others."""
+    d = dict(r)
+    for k in _JSON_COLUMNS:
+        if d.get(k):
+            try:
+                d[k] = json.loads(d[k])
+            except (ValueError, TypeError):
+                d[k] = None
+                d.setdefault("damaged", []).append(k)
+    return d
 
 
 def _event_of(run_id: str, seq: int, data: Any) -> dict[str, Any]:

@@ -190,6 +190,18 @@ def _kind_of(d: Path, tr: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _artifacts_of_kind(root: Path, kind: str) -> list[tuple[Path, dict[str, Any] | None]]:
+    """The artifact folders of ``kind`` under ``root`` (name order), each with what it records
+    of its training data (:func:`read_trained_on`)."""
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.is_dir():
+            tr = read_trained_on(d)
+            if _kind_of(d, tr) == kind:
+                out.append((d, tr))
+    return out
+
+
 def find_artifact(kind: str, path: str | None, data: dict[str, Any],
                   home: Path | None = None) -> ArtifactChoice:
     """The artifact a ``kind`` policy evaluated on ``data`` (:func:`data_identity`) loads.
@@ -228,12 +240,7 @@ def find_artifact(kind: str, path: str | None, data: dict[str, Any],
     same_data: list[tuple[Path, dict[str, Any]]] = []
     same_models: list[tuple[Path, dict[str, Any]]] = []
     seen: list[str] = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not d.is_dir():
-            continue
-        tr = read_trained_on(d)
-        if _kind_of(d, tr) != kind:
-            continue
+    for d, tr in _artifacts_of_kind(root, kind):
         if tr is None:
             seen.append(f"{d.name} (its training data is not recorded)")
             continue
@@ -313,12 +320,7 @@ def find_artifact_for_pool(kind: str, models: Sequence[tuple[str, str]],
     root = home if home is not None else artifacts_home()
     found: list[tuple[int, Path, dict[str, Any]]] = []
     seen: list[str] = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not d.is_dir():
-            continue
-        tr = read_trained_on(d)
-        if _kind_of(d, tr) != kind:
-            continue
+    for d, tr in _artifacts_of_kind(root, kind):
         trained = tr.get("models") if tr is not None else None
         if tr is None or not trained:
             seen.append(f"{d.name} (its training models are not recorded)")
