@@ -92,17 +92,29 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
     """``orchestra eval`` with every rl decision timed (see the module docstring)."""
     import sys
 
-    from orchestra.policies.rl import hf
+    from orchestra.policies.rl import cached, hf
 
     steps: list[dict[str, Any]] = []
     batches: list[dict[str, Any]] = []
     orig_generate, orig_batch = hf.HFGenerator.generate, hf.HFGenerator._generate_batch
+    orig_cached = cached.CachedHFGenerator.generate
 
     async def generate(self: Any, prompt_ids: Any, *, max_new_tokens: int, stop: Any) -> list[int]:
         t0 = time.perf_counter()
         ids = await orig_generate(self, prompt_ids, max_new_tokens=max_new_tokens, stop=stop)
         steps.append({"s": time.perf_counter() - t0, "prompt_tokens": len(prompt_ids),
                       "new_tokens": len(ids)})
+        return ids
+
+    async def generate_cached(self: Any, prompt_ids: Any, *, max_new_tokens: int,
+                              stop: Any) -> list[int]:
+        t0 = time.perf_counter()
+        ids = await orig_cached(self, prompt_ids, max_new_tokens=max_new_tokens, stop=stop)
+        # One decision at a time: its time is its compute (a batch of one).
+        s = time.perf_counter() - t0
+        steps.append({"s": s, "prompt_tokens": len(prompt_ids), "new_tokens": len(ids),
+                      "prefilled": self.prefilled[-1] if self.prefilled else None})
+        batches.append({"s": s, "size": 1, "width": len(prompt_ids)})
         return ids
 
     def generate_batch(self: Any, batch: Any) -> Any:
@@ -114,6 +126,7 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
 
     hf.HFGenerator.generate = generate  # type: ignore[method-assign]
     hf.HFGenerator._generate_batch = generate_batch  # type: ignore[method-assign]
+    cached.CachedHFGenerator.generate = generate_cached  # type: ignore[method-assign]
     from orchestra.cli import main as cli_main
 
     t0 = time.perf_counter()
@@ -144,6 +157,7 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
             "prompt_tokens": pct([float(x["prompt_tokens"]) for x in steps]),
             "new_tokens": pct([float(x["new_tokens"]) for x in steps]),
             "prompt_tokens_total": sum(x["prompt_tokens"] for x in steps),
+            "prefilled_tokens_total": sum(x.get("prefilled") or 0 for x in steps),
             "new_tokens_total": sum(x["new_tokens"] for x in steps),
             "steps": steps, "batch_log": batches,
         }

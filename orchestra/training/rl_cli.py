@@ -60,6 +60,19 @@ def rl_command(
     max_query_chars: Annotated[int | None, typer.Option(
         "--max-query-chars", min=1, help="Train on queries of at most this many characters."
     )] = None,
+    hints: Annotated[str | None, typer.Option(
+        "--hints", help="Show the policy a trained escalate artifact's estimates before each "
+        "decision: its directory or name, or 'auto' (the one trained on the pool's models).")
+    ] = None,
+    sft_plan: Annotated[str | None, typer.Option(
+        "--sft-plan", help="Warm-start trajectories: oracle (from the recorded outcomes) or "
+        "teacher (the --hints cascade's own decisions).")] = None,
+    max_chars: Annotated[int | None, typer.Option(
+        "--max-chars", min=16, help="Characters of each output shown to the policy (200).")
+    ] = None,
+    query_chars: Annotated[int | None, typer.Option(
+        "--query-chars", min=16, help="Characters of a question shown to the policy (all).")
+    ] = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Ray checkpoint storage (shared path or s3:// on a multi-node cluster)."
     )] = None,
@@ -83,7 +96,8 @@ def rl_command(
         "queries_per_step": queries_per_step, "sft_batch": sft_batch, "lr": lr, "sft_lr": sft_lr,
         "max_new_tokens": max_new_tokens, "checkpoint_every": checkpoint_every, "seed": seed,
         "models": list(model) if model else None, "train_layers": train_layers,
-        "max_query_chars": max_query_chars, "temperature": temperature,
+        "max_query_chars": max_query_chars, "temperature": temperature, "hints": hints,
+        "sft_plan": sft_plan, "query_chars": query_chars, "max_chars": max_chars,
     }.items() if v is not None}
     try:
         try:

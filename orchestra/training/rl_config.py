@@ -3,7 +3,9 @@ checkpoint and, in part, in the artifact's ``rl.json``."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra.training.rl_reward import LAM_GRID
 
@@ -35,6 +37,13 @@ class RLTrainConfig(BaseModel):
             embeddings included, frozen: a CPU run's backward pass is then a fraction of the
             forward); ``None`` trains every weight.
         max_query_chars: train on queries of at most this many characters (``None``: all).
+        hints: an ``escalate`` artifact whose estimates the policy is shown before each decision
+            (:mod:`~orchestra.policies.rl.hints`; the driver resolves it to an absolute path);
+            ``None``: no estimates.
+        sft_plan: the warm start's trajectories: ``oracle`` (read off the recorded outcomes:
+            cheapest-correct, escalate, adopt-an-output) or ``teacher`` (the decisions of the
+            ``hints`` cascade itself, at each episode's λ; needs ``hints``).
+        query_chars: characters of a question shown to the policy (``None``: all of it).
         seed: everything random derives from it.
     """
 
@@ -61,4 +70,14 @@ class RLTrainConfig(BaseModel):
     checkpoint_every: int = Field(default=5, ge=1)
     train_layers: int | None = Field(default=None, ge=1)
     max_query_chars: int | None = Field(default=None, ge=1)
+    hints: str | None = None
+    sft_plan: Literal["oracle", "teacher"] = "oracle"
+    query_chars: int | None = Field(default=None, ge=16)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _teacher_needs_hints(self) -> RLTrainConfig:
+        if self.sft_plan == "teacher" and not self.hints:
+            raise ValueError("sft_plan 'teacher' imitates the hints' cascade: give hints (an "
+                             "escalate artifact, or 'auto')")
+        return self

@@ -87,8 +87,13 @@ class CapturingPolicy:
         self.deciders: dict[str, RLDecider] = {}
 
     def start(self, ctx: PolicyContext) -> RLDecider:
-        d = self.make(ctx).start(ctx)
+        policy = self.make(ctx)
+        d = policy.start(ctx)
         self.deciders[ctx.run_id] = d
+        gen = getattr(policy.generator, "inner", policy.generator)
+        bind = getattr(gen, "bind_decider", None)
+        if bind is not None:  # a teacher reads the decider's suggestion
+            bind(d)
         return d
 
 
@@ -101,11 +106,14 @@ class EpisodeRunner:
         max_turns / max_new_tokens / max_chars: the policy's settings.
         models: pool models (default: all the table's).
         backend: the replay backend (default :class:`~orchestra.backends.replay.ReplayBackend`).
+        hints: an ``escalate`` artifact whose estimates the policy is shown (``None``: none).
+        query_chars: characters of a question shown to the policy (``None``: all).
     """
 
     def __init__(self, table: OutcomeTable, generator: Generator, *, max_turns: int = 4,
                  max_new_tokens: int = 32, max_chars: int = 200,
-                 models: Sequence[str] | None = None, backend: Backend | None = None) -> None:
+                 models: Sequence[str] | None = None, backend: Backend | None = None,
+                 hints: str | None = None, query_chars: int | None = None) -> None:
         from orchestra.backends.replay import ReplayBackend, pool_from_outcomes
         from orchestra.runtime import Orchestra
 
@@ -115,7 +123,11 @@ class EpisodeRunner:
         self.c_ref = reference_costs(table)
         self.generator = TimedGenerator(generator)
         self.settings: dict[str, Any] = {"max_turns": max_turns, "max_new_tokens": max_new_tokens,
-                                         "max_chars": max_chars}
+                                         "max_chars": max_chars, "max_query_chars": query_chars}
+        if hints is not None:
+            from orchestra.policies.rl.hints import ScorerHints
+
+            self.settings["hints"] = ScorerHints(self.pool, hints, max_calls=max_turns - 1)
         self._runs: dict[str, tuple[float, Generator]] = {}
         self.capture = CapturingPolicy(self._policy_for)
         self.orch = Orchestra(self.pool, policy=self.capture,

@@ -106,7 +106,8 @@ def fit_rl(config: RLTrainConfig, table: OutcomeTable, base: str, *, rank: int =
                       seed=config.seed + 7919 * rank + 104729 * step)
     runner = EpisodeRunner(table, gen, max_turns=config.max_turns,
                            max_new_tokens=config.max_new_tokens, max_chars=config.max_chars,
-                           models=config.models)
+                           models=config.models, hints=config.hints,
+                           query_chars=config.query_chars)
     order = [i for i, q in enumerate(runner.queries)
              if config.max_query_chars is None or len(q.text) <= config.max_query_chars]
     if not order:
@@ -167,7 +168,8 @@ def _sft_step(config: RLTrainConfig, runner: EpisodeRunner, shard: list[Any], to
     import torch
 
     queries = [rng.choice(shard) for _ in range(config.sft_batch)]
-    pairs = asyncio.run(sft_trajectories(runner, queries, tok, config.lams, rng))
+    pairs = asyncio.run(sft_trajectories(runner, queries, tok, config.lams, rng,
+                                         plan=config.sft_plan))
     eps = [e for _, e in pairs]
     net.train()
     opt.zero_grad(set_to_none=True)

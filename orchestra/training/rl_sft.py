@@ -27,10 +27,14 @@ from orchestra.training.rl_tokens import generated_logprobs, generated_positions
 
 if TYPE_CHECKING:
     from orchestra.eval.grading import EvalQuery
+    from orchestra.policies.rl.policy import RLDecider
     from orchestra.policies.rl.transcript import Tokenizer
     from orchestra.training.rl_episodes import Episode, EpisodeRunner
 
-__all__ = ["PLAN_KINDS", "ScriptGenerator", "plan_decisions", "sft_loss", "sft_trajectories"]
+__all__ = [
+    "PLAN_KINDS", "ScriptGenerator", "TeacherGenerator", "plan_decisions", "sft_loss",
+    "sft_trajectories",
+]
 
 PLAN_KINDS = ("cheapest-correct", "escalate", "adopt-an-output", "none-correct")
 
@@ -53,6 +57,28 @@ class ScriptGenerator:
         return self.tokenizer.encode(text, add_special_tokens=False)[:max_new_tokens]
 
 
+class TeacherGenerator:
+    """Writes, at each decision, what the run's scorer suggests
+    (:attr:`~orchestra.policies.rl.policy.RLDecider.suggestion`: the ``escalate`` cascade's own
+    decision on the same view); :class:`~orchestra.training.rl_episodes.CapturingPolicy` binds
+    the run's decider."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.decider: RLDecider | None = None
+
+    def bind_decider(self, decider: RLDecider) -> None:
+        self.decider = decider
+
+    async def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int,
+                       stop: Sequence[str]) -> list[int]:
+        if self.decider is None or self.decider.suggestion is None:
+            raise RuntimeError("the teacher has no suggestion: the policy was built without "
+                               "hints (sft_plan 'teacher' needs them)")
+        return self.tokenizer.encode(self.decider.suggestion,
+                                     add_special_tokens=False)[:max_new_tokens]
+
+
 def plan_decisions(scores: Sequence[float], models_by_price: Sequence[str],
                    model_index: dict[str, int], rng: random.Random) -> tuple[str, list[str]]:
     """(plan kind, decision texts) for one query from its recorded scores (>= 0.5 is right)."""
@@ -73,10 +99,11 @@ def plan_decisions(scores: Sequence[float], models_by_price: Sequence[str],
 
 
 async def sft_trajectories(runner: EpisodeRunner, queries: Sequence[EvalQuery],
-                           tokenizer: Tokenizer, lams: Sequence[float], rng: random.Random
-                           ) -> list[tuple[str, Episode]]:
+                           tokenizer: Tokenizer, lams: Sequence[float], rng: random.Random,
+                           plan: str = "oracle") -> list[tuple[str, Episode]]:
     """A scripted episode per query (λ drawn from ``lams``), through ``runner``'s runtime:
-    (plan kind, episode) pairs."""
+    (plan kind, episode) pairs. ``plan``: ``oracle`` (:func:`plan_decisions`) or ``teacher``
+    (:class:`TeacherGenerator`; the runner must show hints)."""
     import asyncio
 
     import numpy as np
@@ -85,13 +112,18 @@ async def sft_trajectories(runner: EpisodeRunner, queries: Sequence[EvalQuery],
     by_price = sorted(models, key=lambda n: _price(runner, n))
     index = {m: runner.table.models.index(m) for m in models}
     scores = np.nan_to_num(runner.table.score_matrix(), nan=0.0)
+    if plan == "teacher":
+        eps = await asyncio.gather(*(runner.episode(q, float(rng.choice(list(lams))),
+                                                    TeacherGenerator(tokenizer))
+                                     for q in queries))
+        return [("teacher", e) for e in eps]
     jobs = []
     kinds = []
     for q in queries:
-        kind, plan = plan_decisions(scores[q.qi].tolist(), by_price, index, rng)
+        kind, decisions = plan_decisions(scores[q.qi].tolist(), by_price, index, rng)
         kinds.append(kind)
         jobs.append(runner.episode(q, float(rng.choice(list(lams))),
-                                   ScriptGenerator(tokenizer, plan)))
+                                   ScriptGenerator(tokenizer, decisions)))
     episodes = await asyncio.gather(*jobs)
     return list(zip(kinds, episodes, strict=True))
 

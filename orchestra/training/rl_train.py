@@ -33,7 +33,7 @@ from orchestra.errors import UserError
 from orchestra.training.ray_jobs import final_state, fit_in_thread, queue_events
 from orchestra.training.rl_config import RLTrainConfig
 
-__all__ = ["DEFAULT_LAM", "run_rl_training", "write_curve"]
+__all__ = ["DEFAULT_LAM", "resolve_hints", "run_rl_training", "write_curve"]
 
 #: The λ an artifact serves by default (``--param lam=`` chooses another point of the curve).
 DEFAULT_LAM = 0.1
@@ -98,6 +98,9 @@ def run_rl_training(config: RLTrainConfig, out: str | Path, *, num_workers: int 
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).expanduser().resolve())
     table = load_outcomes(config.data, split="train")
+    if config.hints is not None and not resume:
+        config = config.model_copy(update={"hints": resolve_hints(config.hints, table,
+                                                                  config.models)})
     base = base_model_dir(config.base)
     con.print(f"[bold]rl router[/bold] data={config.data!r} ({table.n_queries} train queries) "
               f"base={base!r} out={str(out_dir)!r} run={run_name}{' (resume)' if resume else ''}")
@@ -126,6 +129,24 @@ def run_rl_training(config: RLTrainConfig, out: str | Path, *, num_workers: int 
               f"{config.sft_steps + config.steps})")
     return {"out": str(out_dir), "step": state["step"], "finished": done,
             "steps_reported": [int(e["step"]) for e in seen]}
+
+
+def resolve_hints(hints: str, table: Any, models: list[str] | None) -> str:
+    """The absolute path of the ``escalate`` artifact ``hints`` names: a directory, a name under
+    the artifacts folder, or ``auto`` (the newest one trained on exactly the pool's models).
+
+    Raises:
+        UserError: none found (the message says how to train one).
+    """
+    from orchestra.policies.learned.locations import resolve_artifact
+
+    if hints == "auto":
+        from orchestra.backends.replay import pool_from_outcomes
+        from orchestra.policies.learned.policy import artifact_for_pool
+
+        pool = pool_from_outcomes(table, models=models)
+        return str(artifact_for_pool("escalate", pool.models_for(pool.answer_agent)).path)
+    return str(resolve_artifact(hints, "escalate"))
 
 
 def _trainer(config: RLTrainConfig, table: Any, base: str, queue: Any, run_name: str,
@@ -193,7 +214,9 @@ def _save_artifact(out: Path, base: str, config: RLTrainConfig, state: dict[str,
         "default_lam": DEFAULT_LAM, "max_turns": config.max_turns, "base": base,
         "steps": int(state["step"]), "sft_steps": config.sft_steps, "grpo_steps": config.steps,
         "group": config.group, "lams": config.lams, "data": config.data,
-        "max_new_tokens": config.max_new_tokens}, indent=2), encoding="utf-8")
+        "max_new_tokens": config.max_new_tokens, "max_chars": config.max_chars,
+        "hints": config.hints, "query_chars": config.query_chars,
+        "sft_plan": config.sft_plan}, indent=2), encoding="utf-8")
 
 
 def write_curve(history: list[dict[str, Any]], path: Path) -> Path:

@@ -1,6 +1,8 @@
 """The RL router trains as a real Ray Train job on CPU: 2 workers (gloo, DDP), a warm-start
-step and 2 GRPO steps (stopped after 2 steps, then resumed from the checkpoint) of a tiny random-weight Llama over SmolLM2's tokenizer, episodes
-through the runtime on a small synthetic replay table; the artifact then serves ``--policy rl``.
+step (imitating an escalate cascade trained on the table, whose estimates the policy is shown)
+and 2 GRPO steps (stopped after 2 steps, then resumed from the checkpoint) of a tiny
+random-weight Llama over SmolLM2's tokenizer, episodes through the runtime on a small synthetic
+replay table; the artifact then serves ``--policy rl``.
 
 It runs ``training/rl_job.py`` (the same command as ``orchestra train rl``) in a subprocess
 that starts its own local Ray.
@@ -61,9 +63,24 @@ def tiny_base(path: Path) -> Path:
     return path
 
 
+def escalate_artifact(table: Path, path: Path) -> Path:
+    """The answer-aware cascade trained on the table: the estimates the policy is shown and the
+    warm start's teacher."""
+    from orchestra.outcomes import load_outcomes
+    from orchestra.policies.escalate.artifact import save_escalator
+    from orchestra.training.escalate_fit import prepare_escalate_data, train_escalate
+
+    data = prepare_escalate_data(load_outcomes(str(table)), source="rl-ray-test")
+    esc = train_escalate(data, params={"hidden": 0}, folds=2, pairs=1, triples=0, seed=0,
+                         lambdas=(0.0, 0.3, 1.0))
+    save_escalator(esc, path)
+    return path
+
+
 def test_two_workers_train_grpo_steps_and_the_artifact_serves(tmp_path: Path) -> None:
     table = write_table(tmp_path / "table.jsonl")
     base = tiny_base(tmp_path / "base")
+    esc = escalate_artifact(table, tmp_path / "esc")
     out = tmp_path / "art"
     env = {**os.environ, "RAY_TRAIN_V2_ENABLED": "1", "OMP_NUM_THREADS": "1",
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "RAY_DEDUP_LOGS": "0"}
@@ -73,7 +90,7 @@ def test_two_workers_train_grpo_steps_and_the_artifact_serves(tmp_path: Path) ->
             [sys.executable, str(JOB), "--data", str(table), "--base", str(base), "--out",
              str(out), "--num-workers", "2", "--sft-steps", "1", "--sft-batch", "2", "--steps",
              "2", "--group", "2", "--max-new-tokens", "12", "--checkpoint-every", "1", "--json",
-             *extra],
+             "--hints", str(esc), "--sft-plan", "teacher", "--query-chars", "64", *extra],
             check=False, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
         assert proc.returncode == 0, proc.stderr[-4000:]
         return dict(json.loads(proc.stdout))
@@ -92,6 +109,7 @@ def test_two_workers_train_grpo_steps_and_the_artifact_serves(tmp_path: Path) ->
     assert history[0]["script_format_valid"] == 1.0  # the warm start's scripts are well formed
     meta = json.loads((out / "rl.json").read_text())
     assert meta["steps"] == 3 and meta["max_turns"] == 4 and "default_lam" in meta
+    assert (meta["hints"], meta["sft_plan"], meta["query_chars"]) == (str(esc), "teacher", 64)
     curve = json.loads((out / "reward_curve.json").read_text())
     assert [r["step"] for r in curve["steps"]] == [2, 3]
     assert (out / "reward_curve.png").is_file() and (out / "config.json").is_file()
@@ -106,3 +124,5 @@ def test_two_workers_train_grpo_steps_and_the_artifact_serves(tmp_path: Path) ->
                      backend=ReplayBackend(), store=False)
     r = orch.run("What is 3 + 3?", meta={"query_id": "q3"})
     assert r.steps and "rl" in r.steps[0]["scores"]
+    policy = orch.policy
+    assert getattr(policy, "hints", None) is not None  # served with the estimates it trained on

@@ -114,6 +114,10 @@ def test_system_prompt_lists_models_prices_lambda_and_budget() -> None:
     text = render_system(pool, 0.5, 4, left, sub_questions=False)
     assert "lambda = 0.5" in text and "at most 4 turns" in text and "Budget left: $0.01" in text
     assert "- m2: $10 / $30. test model m2" in text and "sub-question" not in text
+    assert "Estimates" not in text
+    short = render_system(pool, 0.5, 4, left, sub_questions=False, estimates=True)
+    assert "- m2: $10 / $30.\n" in short and "test model" not in short  # estimates say more
+    assert "Estimates from a trained scorer" in short
 
 
 # ------------------------------------------------------------------------- through the runtime

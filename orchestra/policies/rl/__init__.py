@@ -15,7 +15,7 @@ baseline, and the base model training starts from).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestra.errors import UserError
 from orchestra.policies.registry import register_policy
@@ -29,10 +29,10 @@ __all__ = ["make_rl_policy"]
 
 def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None,
                    max_turns: int | None = None, temperature: float = 0.0,
-                   max_new_tokens: int | None = None, sub_questions: bool | None = None
-                   ) -> RLPolicy:
+                   max_new_tokens: int | None = None, sub_questions: bool | None = None,
+                   hints: str | None = None, cache: bool = True) -> RLPolicy:
     """LLM router trained with RL: think, route, read outputs, answer (path=, lam=,
-    max_turns=, temperature=)."""
+    max_turns=, temperature=, hints=, cache=)."""
     try:
         from orchestra.policies.rl.hf import HFGenerator, smollm2_gguf
         from orchestra.policies.rl.policy import RLPolicy
@@ -56,16 +56,38 @@ def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None
     if sub_questions is None:
         # Recorded answers are to the original question: no sub-questions on a replay pool.
         sub_questions = not all(m.provider == "replay" for m in pool.models)
-    gen = HFGenerator.load(source, temperature=temperature)
+    from orchestra.policies.rl.hints import ScorerHints
+
+    # The estimates the artifact was trained with (hints=none: without them; a path: others).
+    hint_source = hints if hints is not None else settings.get("hints")
+    scorer = None
+    if hint_source and hint_source != "none":
+        try:
+            scorer = ScorerHints(pool, str(hint_source))
+        except UserError as e:
+            raise UserError(f"the rl policy shows the estimates of the escalate artifact "
+                            f"{hint_source!r}, which cannot be loaded ({e}); give hints=PATH, or "
+                            "retrain with `orchestra train rl --hints auto`") from e
+    if cache and temperature == 0:
+        from orchestra.policies.rl.cached import CachedHFGenerator
+
+        gen: Any = CachedHFGenerator.load(source)
+    else:
+        gen = HFGenerator.load(source, temperature=temperature)
     lam_value = lam if lam is not None else settings.get("default_lam", 0.0)
     turns = max_turns if max_turns is not None else settings.get("max_turns", 4)
     # The artifact's own decision length (what it was trained with), unless told otherwise.
     new_tokens = max_new_tokens if max_new_tokens is not None else settings.get(
         "max_new_tokens", 96)
+    chars = settings.get("max_chars", 600)
+    query_chars = settings.get("query_chars")
     return RLPolicy(pool, gen, lam=float(lam_value),  # type: ignore[arg-type]
                     max_turns=int(turns),  # type: ignore[call-overload]
                     max_new_tokens=int(new_tokens),  # type: ignore[call-overload]
-                    sub_questions=sub_questions)
+                    max_chars=int(chars),  # type: ignore[call-overload]
+                    max_query_chars=None if query_chars is None else int(query_chars),  # type: ignore[call-overload]
+                    sub_questions=sub_questions, hints=scorer,
+                    lams=settings.get("lams"))  # type: ignore[arg-type]
 
 
 register_policy("rl", make_rl_policy)

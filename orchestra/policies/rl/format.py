@@ -147,9 +147,13 @@ def _money(x: float | None) -> str:
 
 
 def render_system(pool: Pool, lam: float, max_turns: int, budget_left: BudgetLeft | None = None,
-                  *, sub_questions: bool = True) -> str:
+                  *, sub_questions: bool = True, estimates: bool = False) -> str:
     """The system prompt: the task, the models (name, prices, description), λ, the turn limit,
-    the budget, and the action grammar."""
+    the budget, and the action grammar.
+
+    With ``estimates`` (a policy shown a scorer's estimates, :mod:`~orchestra.policies.rl.hints`)
+    the models' descriptions are left out (the estimates say more, in far fewer tokens) and the
+    prompt says what the estimates mean."""
     lines = [
         "You route a question to language models and give the final answer.",
         f"Cost weight lambda = {lam:g}: a higher lambda means spend less.",
@@ -158,8 +162,8 @@ def render_system(pool: Pool, lam: float, max_turns: int, budget_left: BudgetLef
         "Models (price in USD per 1M input / output tokens):",
     ]
     for m in pool.models_for(pool.answer_agent):
-        desc = " ".join((m.description or "").split())[:160]
-        lines.append(f"- {m.name}: ${m.input_price or 0:g} / ${m.output_price or 0:g}. {desc}")
+        desc = "" if estimates else " " + " ".join((m.description or "").split())[:160]
+        lines.append(f"- {m.name}: ${m.input_price or 0:g} / ${m.output_price or 0:g}.{desc}")
     if budget_left is not None:
         lines.append(f"Budget left: {_money(budget_left.usd)}.")
     lines += [
@@ -173,6 +177,10 @@ def render_system(pool: Pool, lam: float, max_turns: int, budget_left: BudgetLef
         "<answer>text</answer> answers in your own words.",
         "Outputs come back inside <information>...</information>.",
     ]
+    if estimates:
+        lines.append("Estimates from a trained scorer come inside <information> too: P(right) of "
+                     "each output, and per model the net value of calling it (the gain in "
+                     "P(right) minus lambda times its cost).")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from orchestra.errors import UserError
 from orchestra.policies.base import (
@@ -47,6 +47,9 @@ from orchestra.policies.rl.format import (
 )
 from orchestra.policies.rl.transcript import Tokenizer, Transcript
 from orchestra.spec import Pool
+
+if TYPE_CHECKING:
+    from orchestra.policies.rl.hints import ScorerHints
 
 __all__ = ["Generator", "RLDecider", "RLPolicy"]
 
@@ -76,6 +79,11 @@ class RLPolicy:
         on_format_error: ``fallback`` (serving) or ``answer`` (training: end the episode).
         sub_questions: allow ``<route>model: question</route>`` (live pools; a replay pool has
             recorded answers to the original question only).
+        hints: a scorer whose estimates the policy is shown before each decision
+            (:class:`~orchestra.policies.rl.hints.ScorerHints`); ``None``: none.
+        max_query_chars: characters of the question shown (``None``: all of it).
+        lams: the λ values it was trained on: an evaluation sweeps them
+            (:meth:`default_lambdas`); default ``[lam]``.
     """
 
     name = "rl"
@@ -83,7 +91,9 @@ class RLPolicy:
     def __init__(self, pool: Pool, generator: Generator, *, lam: float = 0.0, max_turns: int = 4,
                  max_new_tokens: int = 96, max_chars: int = 600,
                  on_format_error: Literal["fallback", "answer"] = "fallback",
-                 sub_questions: bool = True) -> None:
+                 sub_questions: bool = True, hints: ScorerHints | None = None,
+                 max_query_chars: int | None = None,
+                 lams: Sequence[float] | None = None) -> None:
         if not (lam >= 0.0):
             raise UserError(f"rl: lam must be >= 0 (got {lam!r})")
         if max_turns < 1:
@@ -99,6 +109,11 @@ class RLPolicy:
         self.max_chars = max_chars
         self.on_format_error = on_format_error
         self.sub_questions = sub_questions
+        if max_query_chars is not None and max_query_chars < 16:
+            raise UserError(f"rl: max_query_chars must be >= 16 (got {max_query_chars!r})")
+        self.hints = hints
+        self.max_query_chars = max_query_chars
+        self.lams = [float(x) for x in lams] if lams else [self.lam]
         self.models = [m.name for m in pool.models_for(pool.answer_agent)]
         by_price = sorted(pool.models_for(pool.answer_agent),
                           key=lambda m: (m.input_price or 0.0) + (m.output_price or 0.0))
@@ -106,6 +121,11 @@ class RLPolicy:
 
     def start(self, ctx: PolicyContext) -> RLDecider:
         return RLDecider(self)
+
+    def default_lambdas(self) -> list[float]:
+        """λ values for a sweep: the ones the model was trained on (one model, the whole
+        curve)."""
+        return list(self.lams)
 
 
 @dataclass
@@ -118,6 +138,8 @@ class RLDecider:
     numbered: list[str] = field(default_factory=list)  # call ids, in [k] order
     turns: int = 0
     prompts: list[list[int]] = field(default_factory=list)  # each decision's prompt ids
+    #: The scorer's own action at the latest decision (with ``hints``; the SFT teacher).
+    suggestion: str | None = None
 
     async def adecide(self, view: RunView) -> Action:
         p = self.policy
@@ -127,6 +149,10 @@ class RLDecider:
         self._observe(view)
         if self.turns >= p.max_turns:
             return Answer(reason=f"rl: {p.max_turns} turns used", scores={"rl": {"turn": self.turns}})
+        if p.hints is not None:
+            est = p.hints.estimate(view, p.lam, self.numbered)
+            self.transcript.add_shown(tok, est.text)
+            self.suggestion = est.suggestion
         prompt = self.transcript.ids()
         self.prompts.append(prompt)
         ids = await p.generator.generate(prompt, max_new_tokens=p.max_new_tokens,
@@ -147,8 +173,11 @@ class RLDecider:
         p = self.policy
         tok = p.generator.tokenizer
         system = render_system(p.pool, p.lam, p.max_turns, view.budget_left,
-                               sub_questions=p.sub_questions)
-        self.transcript.add_shown(tok, f"{system}\n\nQuestion: {view.query}\n")
+                               sub_questions=p.sub_questions, estimates=p.hints is not None)
+        query = view.query
+        if p.max_query_chars is not None and len(query) > p.max_query_chars:
+            query = query[: p.max_query_chars - 1] + "…"
+        self.transcript.add_shown(tok, f"{system}\n\nQuestion: {query}\n")
         # A resumed run: what the policy wrote before comes back from its decisions' scores.
         for d in view.decisions:
             text = (d.scores.get("rl") or {}).get("text") if isinstance(d.scores, dict) else None
