@@ -97,7 +97,8 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
     steps: list[dict[str, Any]] = []
     batches: list[dict[str, Any]] = []
     orig_generate, orig_batch = hf.HFGenerator.generate, hf.HFGenerator._generate_batch
-    orig_cached = cached.CachedHFGenerator.generate
+    orig_cached, orig_cached_work = (cached.CachedHFGenerator.generate,
+                                     cached.CachedHFGenerator._generate)
 
     async def generate(self: Any, prompt_ids: Any, *, max_new_tokens: int, stop: Any) -> list[int]:
         t0 = time.perf_counter()
@@ -110,12 +111,18 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
                               stop: Any) -> list[int]:
         t0 = time.perf_counter()
         ids = await orig_cached(self, prompt_ids, max_new_tokens=max_new_tokens, stop=stop)
-        # One decision at a time: its time is its compute (a batch of one).
-        s = time.perf_counter() - t0
-        steps.append({"s": s, "prompt_tokens": len(prompt_ids), "new_tokens": len(ids),
+        steps.append({"s": time.perf_counter() - t0, "prompt_tokens": len(prompt_ids),
+                      "new_tokens": len(ids),
                       "prefilled": self.prefilled[-1] if self.prefilled else None})
-        batches.append({"s": s, "size": 1, "width": len(prompt_ids)})
         return ids
+
+    def cached_work(self: Any, ids: Any, max_new_tokens: int, stop: Any) -> list[int]:
+        # One decision at a time: the worker's time is its compute (a batch of one); the step
+        # time above also holds the wait for the decisions ahead of it.
+        t0 = time.perf_counter()
+        out = orig_cached_work(self, ids, max_new_tokens, stop)
+        batches.append({"s": time.perf_counter() - t0, "size": 1, "width": len(ids)})
+        return out
 
     def generate_batch(self: Any, batch: Any) -> Any:
         t0 = time.perf_counter()
@@ -127,6 +134,7 @@ def eval_timed(out: Path, eval_args: list[str]) -> None:
     hf.HFGenerator.generate = generate  # type: ignore[method-assign]
     hf.HFGenerator._generate_batch = generate_batch  # type: ignore[method-assign]
     cached.CachedHFGenerator.generate = generate_cached  # type: ignore[method-assign]
+    cached.CachedHFGenerator._generate = cached_work  # type: ignore[method-assign]
     from orchestra.cli import main as cli_main
 
     t0 = time.perf_counter()
