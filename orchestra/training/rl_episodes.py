@@ -127,7 +127,7 @@ class EpisodeRunner:
         if hints is not None:
             from orchestra.policies.rl.hints import ScorerHints
 
-            self.settings["hints"] = ScorerHints(self.pool, hints, max_calls=max_turns - 1)
+            self.settings["hints"] = ScorerHints(self.pool, hints, max_calls=max(1, max_turns - 1))
         self._runs: dict[str, tuple[float, Generator]] = {}
         self.capture = CapturingPolicy(self._policy_for)
         self.orch = Orchestra(self.pool, policy=self.capture,

@@ -157,6 +157,8 @@ def test_teacher_needs_hints_and_an_artifact_keeps_them(esc_dir: Path, tmp_path:
     assert p.hints is not None and p.hints.path == str(esc_dir)
     assert (p.max_chars, p.max_query_chars) == (50, 100)
     assert p.default_lambdas() == [0.0, 0.1, 1.0]  # an evaluation sweeps the trained λ grid
+    assert p.hints.max_calls == 3  # 4 turns: 3 calls and the answer
+    assert make_rl_policy(pool, path=str(tmp_path), max_turns=2).hints.max_calls == 1  # type: ignore[union-attr]
     assert make_rl_policy(pool, path=str(tmp_path), hints="none").hints is None
     settings["hints"] = str(tmp_path / "gone")
     (tmp_path / "rl.json").write_text(json.dumps(settings))

@@ -58,12 +58,16 @@ def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None
         sub_questions = not all(m.provider == "replay" for m in pool.models)
     from orchestra.policies.rl.hints import ScorerHints
 
+    turns = max_turns if max_turns is not None else settings.get("max_turns", 4)
+
     # The estimates the artifact was trained with (hints=none: without them; a path: others).
     hint_source = hints if hints is not None else settings.get("hints")
     scorer = None
     if hint_source and hint_source != "none":
         try:
-            scorer = ScorerHints(pool, str(hint_source))
+            # The cascade plans the calls the turns allow (the last turn answers), as in training.
+            scorer = ScorerHints(pool, str(hint_source),
+                                 max_calls=max(1, int(turns) - 1))  # type: ignore[call-overload]
         except UserError as e:
             raise UserError(f"the rl policy shows the estimates of the escalate artifact "
                             f"{hint_source!r}, which cannot be loaded ({e}); give hints=PATH, or "
@@ -75,7 +79,6 @@ def make_rl_policy(pool: Pool, path: str | None = None, lam: float | None = None
     else:
         gen = HFGenerator.load(source, temperature=temperature)
     lam_value = lam if lam is not None else settings.get("default_lam", 0.0)
-    turns = max_turns if max_turns is not None else settings.get("max_turns", 4)
     # The artifact's own decision length (what it was trained with), unless told otherwise.
     new_tokens = max_new_tokens if max_new_tokens is not None else settings.get(
         "max_new_tokens", 96)
